@@ -1,0 +1,24 @@
+"""Data pipeline of jicd: shard writing, DALI / torch training loaders, and the noise model.
+
+Public API::
+
+    from data_pipeline import DataConfig, build_train_loader, build_val_loader
+    from data_pipeline.noise import add_noise, sample_train_sigmas, validation_noise, ...
+    from data_pipeline.shards import ShardConfig, prepare_shards
+"""
+
+from data_pipeline.config import (
+    AugmentConfig,
+    DataConfig,
+    build_train_loader,
+    build_val_loader,
+    resolve_backend,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "build_train_loader",
+    "build_val_loader",
+    "resolve_backend",
+]

@@ -1,0 +1,82 @@
+"""Reading what ``prepare_shards`` wrote: the manifest, one split's shards, their DALI indexes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from data_pipeline.shards import MANIFEST_NAME
+
+
+@dataclass
+class SampleLocation:
+    """Where one sample's image bytes lie inside its shard."""
+
+    key: str
+    tar_path: str
+    offset: int
+    size: int
+
+
+@dataclass
+class SplitFiles:
+    """The shards of one split, in order."""
+
+    tar_paths: list[str]
+    index_paths: list[str]
+    num_samples: int
+    min_side: int
+
+    def locations(self) -> list[SampleLocation]:
+        """Every sample of the split in shard order (= the split's ``index`` order)."""
+        found = []
+        for tar_path, index_path in zip(self.tar_paths, self.index_paths, strict=True):
+            found += read_index(tar_path, index_path)
+        return found
+
+
+def load_split(shards_dir: str, split: str) -> SplitFiles:
+    """Shards of ``split`` ("train" or "val") listed in ``shards_dir/manifest.json``.
+
+    Raises:
+        ValueError: no manifest (the folder was not written by ``jicd prepare-shards``).
+    """
+    path = os.path.join(shards_dir, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(f"no {MANIFEST_NAME} in '{shards_dir}' (write shards with prepare-shards)")
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    shards = manifest["splits"][split]["shards"]
+    return SplitFiles(
+        tar_paths=[os.path.join(shards_dir, s["name"]) for s in shards],
+        index_paths=[os.path.join(shards_dir, s["index"]) for s in shards],
+        num_samples=int(manifest["splits"][split]["num_samples"]),
+        min_side=int(manifest["settings"]["min_side"]),
+    )
+
+
+def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:
+    """Parse a DALI webdataset index (v1.2: one sample a line, ``ext offset size name``)."""
+    with open(index_path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    if not lines or not lines[0].startswith("v1.2 "):
+        raise ValueError(f"{index_path}: not a DALI webdataset index (v1.2)")
+    found = []
+    for line in lines[1:]:
+        _ext, offset, size, name = line.split()[:4]  # one image member per sample
+        found.append(SampleLocation(name.split(".", 1)[0], tar_path, int(offset), int(size)))
+    return found
+
+
+def check_split(files: SplitFiles, split: str, patch_size: int, min_samples: int) -> None:
+    """Refuse a split that cannot give ``patch_size`` crops or ``min_samples`` samples."""
+    if patch_size > files.min_side:
+        raise ValueError(
+            f"data.patch_size {patch_size} exceeds the shards' min_side {files.min_side}"
+        )
+    if files.num_samples < min_samples:
+        raise ValueError(
+            f"{split} split has {files.num_samples} images, needs at least {min_samples} "
+            "(batch size x world size)"
+        )

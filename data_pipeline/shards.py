@@ -1,0 +1,401 @@
+"""Write a folder of images as WebDataset shards (+ DALI indexes and a manifest).
+
+Layout of ``OUT``::
+
+    train-000000.tar  train-000000.idx  ...  val-000000.tar  val-000000.idx  manifest.json
+
+Selection (the baseline's Flickr2W recipe): every image under ``SRC`` (recursive), minus those
+with a side < ``min_side`` (header read only) and those that do not decode (listed in the manifest
+under ``skipped`` and printed), sorted by relative path; the first ``1 - val_fraction`` go to
+``train``, the rest to ``val`` (at least one when there are two images or more).
+
+Stored format — decided so that no pixel is ever altered and every sample decodes identically in
+DALI and in PIL:
+
+* 8-bit RGB or grey JPEG and PNG files without an EXIF rotation are stored **byte for byte**
+  (JPEG is what DALI decodes on the GPU; re-encoding would add a second generation of artifacts);
+* everything else (palette/alpha/16-bit PNG, WebP, BMP, TIFF, CMYK JPEG, rotated JPEG) is decoded,
+  rotated upright, converted to 8-bit RGB and stored **losslessly** as PNG (default: fast to decode
+  on the CPU; DALI decodes it on the host) or lossless JPEG 2000 (``lossless_format="jp2"``: DALI
+  decodes it on the GPU, bit-exactly). Never as lossy JPEG: that would teach the codec JPEG
+  artifacts.
+
+Each sample is one tar member ``<key>.<ext>``; keys are the sanitised relative paths (only
+``[A-Za-z0-9_-]``, no dots, unique). Output is deterministic: the same input gives byte-identical
+shards (fixed tar mtime/owner/mode, sorted input, fixed shard boundaries). The output folder is
+written under a temporary name and renamed at the end, so a crash leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".jp2")
+"""File suffixes (case-insensitive) that are treated as images."""
+STORED_EXTENSIONS = ("jpg", "png", "jp2")
+"""Tar member extensions a shard can contain (one per sample)."""
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "val")
+_PASS_THROUGH = {"JPEG": "jpg", "PNG": "png"}
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class ShardConfig:
+    """How ``prepare_shards`` selects, splits and stores images."""
+
+    min_side: int = 256
+    """Images with a side shorter than this are dropped (baseline: 256)."""
+    val_fraction: float = 0.01
+    """Fraction of the sorted images (the last ones) that form the validation split."""
+    maxcount: int = 1000
+    """Samples per shard (only the last shard of a split is shorter)."""
+    lossless_format: str = "png"
+    """Storage of re-encoded images: "png" or "jp2" (lossless JPEG 2000)."""
+    workers: int = 0
+    """Parallel processes for checking and writing; 0 = one per CPU core."""
+
+    def __post_init__(self) -> None:
+        if self.lossless_format not in ("png", "jp2"):
+            raise ValueError(f"lossless_format: 'png' or 'jp2', not {self.lossless_format!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.maxcount < 1 or self.min_side < 1 or self.workers < 0:
+            raise ValueError("maxcount and min_side must be >= 1 and workers >= 0")
+
+
+@dataclass
+class ProbeResult:
+    """What checking one source image found (``status``: "ok", "small" or "corrupt")."""
+
+    status: str
+    width: int = 0
+    height: int = 0
+    stored_as: str = ""  # "jpg"/"png": original bytes; "lossless": to be re-encoded
+    error: str = ""
+
+
+@dataclass
+class Sample:
+    """One accepted image: its shard key and where it comes from."""
+
+    key: str
+    path: str  # relative to SRC, POSIX separators
+    width: int
+    height: int
+    stored_as: str  # "jpg"/"png": source bytes unchanged; "lossless-png"/"lossless-jp2": re-encoded
+    split: str = ""
+
+
+@dataclass
+class _ShardJob:
+    """A group of consecutive shards written by one process."""
+
+    out_dir: str
+    src_dir: str
+    split: str
+    first_shard: int
+    samples: list[Sample] = field(default_factory=list)
+
+
+def find_images(src_dir: Path) -> list[str]:
+    """Relative POSIX paths of all image files under ``src_dir``, sorted."""
+    found = [
+        path.relative_to(src_dir).as_posix()
+        for path in src_dir.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    ]
+    return sorted(found)
+
+
+def make_keys(rel_paths: list[str]) -> list[str]:
+    """Sanitised, unique WebDataset keys: the path without suffix, only ``[A-Za-z0-9_-]``.
+
+    WebDataset and DALI take everything after the first dot of a member name as its extension,
+    so dots (and slashes, spaces, ...) become ``_``; clashes get ``-1``, ``-2``, ... in order.
+    """
+    keys: list[str] = []
+    used: set[str] = set()
+    for rel in rel_paths:
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(rel)[0]) or "img"
+        key, n = base, 0
+        while key in used:
+            n += 1
+            key = f"{base}-{n}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def probe_image(path: str, min_side: int) -> ProbeResult:
+    """Check one image: size from the header, then a full decode to catch corrupt files."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if min(width, height) < min_side:
+                return ProbeResult("small", width, height)
+            img.load()  # raises on truncated or otherwise undecodable data
+            return ProbeResult("ok", width, height, stored_as=_storage_of(img, path))
+    except Exception as exc:  # PIL raises many unrelated types for bad data
+        return ProbeResult("corrupt", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def _storage_of(img: Image.Image, path: str) -> str:
+    """ "jpg"/"png" when the original bytes can be stored as they are, else "lossless"."""
+    ext = _PASS_THROUGH.get(img.format or "")
+    rotated = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
+    if ext is None or img.mode not in ("RGB", "L") or rotated:
+        return "lossless"
+    if ext == "png":
+        with open(path, "rb") as handle:
+            header = handle.read(26)
+        # IHDR bit depth (byte 24) must be 8: PIL reports 16-bit RGB PNGs as mode "RGB" too.
+        if header[24] != 8:
+            return "lossless"
+    return ext
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB version of ``img``; 16-bit grey is rescaled (PIL's ``convert`` would clip it)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
+        img = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
+def _stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
+    """Tar member extension and payload of one sample (``stored_as`` as in :class:`Sample`)."""
+    if not stored_as.startswith("lossless-"):
+        with open(path, "rb") as handle:
+            return stored_as, handle.read()
+    with Image.open(path) as img:
+        rgb = to_rgb8(ImageOps.exif_transpose(img))
+    buffer = io.BytesIO()
+    lossless_format = stored_as.removeprefix("lossless-")
+    if lossless_format == "jp2":
+        rgb.save(buffer, format="JPEG2000", irreversible=False, no_jp2=False)
+    else:
+        rgb.save(buffer, format="PNG", compress_level=6)
+    return lossless_format, buffer.getvalue()
+
+
+def write_dali_index(tar_path: str, idx_path: str) -> int:
+    """Write the DALI ``fn.readers.webdataset`` index (format v1.2) of ``tar_path``.
+
+    Same format as the ``wds2idx`` tool of the DALI wheel, computed with :mod:`tarfile` so it
+    needs neither DALI nor GNU tar: a header ``v1.2 <samples>`` then one line per sample with
+    ``<ext> <data offset> <size> <member name>`` for each of its members.
+
+    Returns:
+        The number of samples in the shard.
+    """
+    samples: list[list[str]] = []
+    last_key = None
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name
+            dot = name.find(".", name.rfind("/") + 1)
+            key, ext = name[:dot], name[dot + 1 :]
+            if key != last_key:
+                samples.append([])
+                last_key = key
+            samples[-1].append(f"{ext} {member.offset_data} {member.size} {name}")
+    lines = [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples]
+    with open(idx_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return len(samples)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_shard_group(job: _ShardJob, maxcount: int) -> list[dict]:
+    """Write ``job.samples`` as shards ``<split>-<first_shard>...``; return one record per shard."""
+    records: list[dict] = []
+
+    def finish(tar_path: str) -> None:
+        idx_path = tar_path[: -len(".tar")] + ".idx"
+        count = write_dali_index(tar_path, idx_path)
+        name = os.path.basename(tar_path)
+        records.append({"name": name, "index": os.path.basename(idx_path), "num_samples": count})
+        records[-1]["sha256"] = _sha256(tar_path)
+
+    pattern = os.path.join(job.out_dir.replace("%", "%%"), f"{job.split}-%06d.tar")
+    # mtime/user/group/mode fixed and encoder off: identical input gives identical bytes.
+    with wds.ShardWriter(
+        pattern,
+        maxcount=maxcount,
+        maxsize=float("inf"),
+        post=finish,
+        start_shard=job.first_shard,
+        verbose=0,
+        encoder=False,
+        mtime=0.0,
+        user="jicd",
+        group="jicd",
+        mode=0o444,
+    ) as writer:
+        for sample in job.samples:
+            src = os.path.join(job.src_dir, sample.path)
+            ext, payload = _stored_bytes(src, sample.stored_as)
+            writer.write({"__key__": sample.key, ext: payload})
+    return records
+
+
+def _shard_jobs(
+    samples: list[Sample], split: str, cfg: ShardConfig, out_dir: str, src: str
+) -> list[_ShardJob]:
+    """Cut ``samples`` into groups of whole shards, about one group per worker."""
+    n_shards = -(-len(samples) // cfg.maxcount)
+    per_job = max(1, -(-n_shards // _worker_count(cfg)))
+    jobs = []
+    for first in range(0, n_shards, per_job):
+        chunk = samples[first * cfg.maxcount : (first + per_job) * cfg.maxcount]
+        jobs.append(_ShardJob(out_dir, src, split, first, chunk))
+    return jobs
+
+
+def _worker_count(cfg: ShardConfig) -> int:
+    return cfg.workers or os.cpu_count() or 1
+
+
+def _parallel_map(func, items: list, cfg: ShardConfig, desc: str, *args) -> Iterator:
+    """``func(item, *args)`` for each item, in order, in ``cfg.workers`` processes, with a bar."""
+    bar = tqdm(total=len(items), desc=desc, unit="img" if desc == "check" else "shard")
+    with bar:
+        if _worker_count(cfg) == 1 or len(items) <= 1:
+            for item in items:
+                yield func(item, *args)
+                bar.update()
+            return
+        with ProcessPoolExecutor(_worker_count(cfg)) as pool:
+            chunk = max(1, len(items) // (8 * _worker_count(cfg)))
+            for result in pool.map(func, items, *[[a] * len(items) for a in args], chunksize=chunk):
+                yield result
+                bar.update()
+
+
+def _select(src: Path, cfg: ShardConfig) -> tuple[list[Sample], dict[str, list]]:
+    """Probe every image; return the accepted samples (sorted) and the skipped ones."""
+    rel_paths = find_images(src)
+    if not rel_paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
+    paths = [str(src / rel) for rel in rel_paths]
+    probes = list(_parallel_map(probe_image, paths, cfg, "check", cfg.min_side))
+    skipped: dict[str, list] = {"too_small": [], "corrupt": []}
+    accepted = []
+    for rel, probe in zip(rel_paths, probes, strict=True):
+        if probe.status == "small":
+            skipped["too_small"].append({"path": rel, "size": [probe.width, probe.height]})
+        elif probe.status == "corrupt":
+            skipped["corrupt"].append({"path": rel, "error": probe.error})
+        else:
+            accepted.append((rel, probe))
+    keys = make_keys([rel for rel, _ in accepted])
+    samples = [
+        Sample(key, rel, probe.width, probe.height, _stored_name(probe.stored_as, cfg))
+        for key, (rel, probe) in zip(keys, accepted, strict=True)
+    ]
+    return samples, skipped
+
+
+def _stored_name(stored_as: str, cfg: ShardConfig) -> str:
+    return f"lossless-{cfg.lossless_format}" if stored_as == "lossless" else stored_as
+
+
+def split_samples(samples: list[Sample], val_fraction: float) -> dict[str, list[Sample]]:
+    """First ``1 - val_fraction`` of the (sorted) samples -> train, the rest -> val."""
+    n_train = max(1, int(len(samples) * (1.0 - val_fraction) + 1e-9))  # train never empty
+    if val_fraction > 0 and len(samples) >= 2:
+        n_train = min(n_train, len(samples) - 1)
+    splits = {"train": samples[:n_train], "val": samples[n_train:]}
+    for split, members in splits.items():
+        for sample in members:
+            sample.split = split
+    return splits
+
+
+def prepare_shards(
+    src_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ShardConfig | None = None
+) -> dict:
+    """Write the shards of ``src_dir`` into ``out_dir`` (which must not exist or be empty).
+
+    Returns:
+        The manifest (also written as ``out_dir/manifest.json``).
+
+    Raises:
+        ValueError: no images under ``src_dir``, or ``out_dir`` not empty.
+        FileNotFoundError: ``src_dir`` does not exist.
+    """
+    cfg = cfg or ShardConfig()
+    src, out = Path(src_dir).resolve(), Path(out_dir).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder not found: {src_dir}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"output folder exists and is not empty: {out_dir}")
+    samples, skipped = _select(src, cfg)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _write_all(samples, skipped, src, str(tmp), cfg)
+        with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_all(
+    samples: list[Sample], skipped: dict[str, list], src: Path, tmp: str, cfg: ShardConfig
+) -> dict:
+    """Write both splits' shards into ``tmp``; return the manifest."""
+    splits = split_samples(samples, cfg.val_fraction)
+    jobs = [job for name in SPLITS for job in _shard_jobs(splits[name], name, cfg, tmp, str(src))]
+    groups = _parallel_map(_write_shard_group, jobs, cfg, "write", cfg.maxcount)
+    shards = [record for group in groups for record in group]
+    return {
+        "format": "jicd-shards",
+        "version": 1,
+        "source": str(src),
+        "settings": asdict(cfg),
+        "pixel_format": (
+            "8-bit RGB (grey JPEG/PNG decode to RGB). 'jpg'/'png' members are the source bytes "
+            f"unchanged; other sources were stored as lossless {cfg.lossless_format}."
+        ),
+        "splits": {
+            name: {
+                "num_samples": len(splits[name]),
+                "shards": [s for s in shards if s["name"].startswith(f"{name}-")],
+            }
+            for name in SPLITS
+        },
+        "samples": [asdict(s) for s in samples],
+        "skipped": skipped,
+    }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start this node's share of a multi-node training run: one torchrun, NPROC_PER_NODE workers.
+# Run the same command on every node (only NODE_RANK differs); the nodes meet at a c10d
+# rendezvous hosted on MASTER_ADDR:MASTER_PORT.
+#
+#   # node 0 (10.0.0.1) and node 1, 8 GPUs each:
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 NPROC_PER_NODE=8 launch/train_multinode.sh \
+#       --config configs/q3.yaml data.shards=/data/shards train.run_dir=/shared/runs/q3
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 NPROC_PER_NODE=8 launch/train_multinode.sh \
+#       --config configs/q3.yaml data.shards=/data/shards train.run_dir=/shared/runs/q3
+#
+# Environment (defaults in brackets):
+#   NNODES [1]           number of nodes
+#   NODE_RANK [$SLURM_NODEID, else 0]  this node's index; c10d assigns the final order itself,
+#                        so it only labels logs (any distinct values work)
+#   MASTER_ADDR [127.0.0.1]  host of the rendezvous (any node that all others can reach)
+#   MASTER_PORT [29500]  its TCP port
+#   NPROC_PER_NODE [number of GPUs, or 1 without GPUs]  worker processes on this node
+#   RDZV_ID [jicd]       run identifier; all nodes of one run must use the same value
+#   TORCHRUN [torchrun]  torchrun executable (e.g. .venv/bin/torchrun)
+#   SHUTDOWN_TIMEOUT [90]  seconds workers get to checkpoint after SIGTERM/SIGUSR1
+# Arguments are passed to launch/train.py (--config FILE and key=value overrides); train.run_dir
+# must be on storage shared by all nodes.
+set -euo pipefail
+
+gpu_count() {
+    # nvidia-smi -L prints one line per visible GPU; no driver means a CPU node.
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
+    else
+        echo 0
+    fi
+}
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+nproc_per_node="${NPROC_PER_NODE:-$(gpu_count)}"
+if [[ "${nproc_per_node}" -lt 1 ]]; then
+    nproc_per_node=1
+fi
+
+# SIGUSR1 is what Slurm sends before a time limit or pre-emption: torchrun must forward it to the
+# workers (its default list has only TERM/INT/HUP/QUIT) so that they checkpoint and exit.
+exec "${TORCHRUN:-torchrun}" \
+    --nnodes="${NNODES:-1}" \
+    --node-rank="${NODE_RANK:-${SLURM_NODEID:-0}}" \
+    --nproc-per-node="${nproc_per_node}" \
+    --rdzv-backend=c10d \
+    --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:${MASTER_PORT:-29500}" \
+    --rdzv-id="${RDZV_ID:-jicd}" \
+    --max-restarts=0 \
+    --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+    --shutdown-timeout="${SHUTDOWN_TIMEOUT:-90}" \
+    "${repo_root}/launch/train.py" "$@"

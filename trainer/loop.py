@@ -1,0 +1,325 @@
+"""The training loop: noise synthesis, the three-branch step, skipping, logging, checkpoints.
+
+No file or environment access happens here beyond what the checkpoint and metrics components do;
+rank logic comes from ``trainer.distributed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from data_pipeline import build_train_loader, build_val_loader
+from data_pipeline.noise import add_noise, sample_train_sigmas
+from trainer import distributed as D
+from trainer.checkpoint import Checkpointer, rng_state, set_rng_state
+from trainer.engine import autocast_context, build_engine
+from trainer.losses import JointLoss
+from trainer.metrics import build_logger, psnr
+from trainer.models import build_model_from_config, lambda_for_quality
+from trainer.models.io import load_compressai_anchor
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.validation import validate
+
+if TYPE_CHECKING:
+    from trainer.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """The run: where it lives, how long it trains, what stops or skips a step."""
+
+    run_dir: str = "runs/default"
+    """Checkpoints, exports, logs and the resolved config go here; a run restarted with the same
+    run_dir resumes from its latest checkpoint."""
+    steps: int = 770_000
+    """Total optimizer iterations (the paper: 600 epochs of Flickr2W at batch 16 ≈ 770k)."""
+    seed: int = 0
+    """Base seed; each rank adds its global rank."""
+    global_batch_size: int | None = None
+    """Images per step over all ranks (the paper: 16); sets ``data.batch_size_per_gpu`` to
+    global / world size. None keeps ``data.batch_size_per_gpu`` as given."""
+    loss_cap: float | None = None
+    """Skip a step whose loss exceeds this (None: 100 for q1–q3, 1000 for q4–q6, as the paper)."""
+    val_every: int = 5000
+    """Steps between validations (0 disables validation)."""
+    init_from: str | None = None
+    """A CompressAI cheng2020-anchor checkpoint to fine-tune from (the g_a split mapping)."""
+    aux_loss_scale: float = 1e-3
+    """Factor on CompressAI's aux loss in the single backward. Adam is invariant to a constant
+    gradient scale per parameter, so quantile updates are unchanged, but the global-norm clip then
+    sees (almost) only the main gradients — as with the paper's separate aux optimizer."""
+    log_sample_keys: bool = False
+    """Write the sample keys each rank consumed to ``<run_dir>/keys/rank{R}.txt`` (for checks)."""
+    inject_nan_at_step: int | None = None
+    """Testing aid: make the loss of the last rank non-finite at this step."""
+    timeout_s: float = 1800.0
+    """Collective timeout in seconds (short in tests, so a hang fails fast)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.val_every < 0:
+            raise ValueError("train.steps and train.val_every must be >= 0")
+
+
+def default_loss_cap(quality: int) -> float:
+    return 100.0 if quality <= 3 else 1000.0
+
+
+def resolve_batch_size(cfg: Config, world_size: int) -> None:
+    """Split ``train.global_batch_size`` evenly over the ranks (NT-Xent needs equal batches)."""
+    total = cfg.train.global_batch_size
+    if total is None:
+        return
+    if total % world_size:
+        raise ValueError(
+            f"train.global_batch_size={total} is not divisible by the world size {world_size}"
+        )
+    cfg.data.batch_size_per_gpu = total // world_size
+
+
+class Trainer:
+    """Builds every component from its own config section and runs the loop."""
+
+    def __init__(self, cfg: Config, info: D.DistInfo) -> None:
+        self.cfg, self.info, self.device = cfg, info, info.device
+        resolve_batch_size(cfg, info.world_size)
+        self.run_dir = Path(cfg.train.run_dir)
+        self.lmbda = cfg.loss.lmbda or lambda_for_quality(cfg.model.quality)
+        self.loss_cap = cfg.train.loss_cap or default_loss_cap(cfg.model.quality)
+        D.seed_all(cfg.train.seed + info.rank)
+        model = build_model_from_config(cfg.model)
+        if cfg.train.init_from:
+            load_compressai_anchor(model, cfg.train.init_from)
+        model.to(self.device).train()
+        self.criterion = JointLoss(cfg.loss, self.lmbda)
+        optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(optimizer, cfg.optim)
+        batch = cfg.data.batch_size_per_gpu
+        self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
+        self.train_loader = build_train_loader(
+            cfg.data, info.rank, info.world_size, self.device, cfg.train.seed
+        )
+        self.val_loader = build_val_loader(cfg.data, info.rank, info.world_size, self.device)
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
+        self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
+        self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
+        self.step, self.skipped, self.stop_requested = 0, 0, False
+
+    # ----------------------------------------------------------------------------- state
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "skipped": self.skipped,
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def rank_state(self) -> dict[str, Any]:
+        return {
+            "loader": self.train_loader.state_dict(),
+            "rng": rng_state(),
+            "noise_generator": self.noise_gen.get_state(),
+        }
+
+    def resume_if_possible(self) -> None:
+        """Auto-resume from the newest complete checkpoint in the run directory."""
+        tag = self.checkpointer.latest()
+        if tag is None:
+            return
+        trainer_state, rank_state = self.checkpointer.load(tag, self.engine)
+        self.step, self.skipped = trainer_state["step"], trainer_state["skipped"]
+        self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.train_loader.load_state_dict(rank_state["loader"])
+        set_rng_state(rank_state["rng"])
+        self.noise_gen.set_state(rank_state["noise_generator"])
+        log.info("resumed from %s at step %d", tag, self.step)
+
+    def save_checkpoint(self) -> None:
+        divergence = D.replica_divergence(self.engine.module)
+        self.logger.log_scalars(self.step, "checks", {"replica_divergence": divergence})
+        if divergence > 0:
+            log.error("data-parallel replicas differ (max checksum spread %.3g)", divergence)
+        self.checkpointer.save(self.step, self.engine, self.trainer_state(), self.rank_state())
+        # The export builds a fresh model (parameter init draws random numbers): keep those
+        # draws out of the training stream, or a resumed run would not retrace this one.
+        with torch.random.fork_rng(devices=[]):
+            self.checkpointer.export(self.engine.module, self.cfg.model, self.step)
+
+    # ------------------------------------------------------------------------------ step
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One iteration on this rank's batch; every rank runs every branch and collective.
+
+        Returns the loss terms (local values), ``grad_norm`` and ``skipped`` (0/1).
+        """
+        clean, augmented = batch["clean"], batch["augmented"]
+        sigma_r, sigma_s = sample_train_sigmas(
+            self.cfg.noise, clean.shape[0], self.noise_gen, self.device
+        )
+        noisy = add_noise(clean, sigma_r, sigma_s, self.noise_gen)
+        with autocast_context(self.cfg.engine, self.device):
+            output = self.engine.forward(noisy, clean, augmented)
+        terms = self.criterion(output, clean)
+        terms["aux"] = self.engine.module.aux_loss()
+        total = terms["loss"] + self.cfg.train.aux_loss_scale * terms["aux"]
+        if (
+            self.cfg.train.inject_nan_at_step == self.step
+            and D.get_rank() == D.get_world_size() - 1
+        ):
+            total = total * float("nan")
+        bad = not bool(torch.isfinite(total)) or float(terms["loss"].detach()) > self.loss_cap
+        skip, stop = self._agree(bad, self.stop_requested)
+        self.stop_requested = stop
+        grad_norm = float("nan")
+        if skip:
+            self.skipped += 1
+            log.warning("step %d skipped on all ranks (non-finite or capped loss)", self.step)
+        else:
+            grad_norm = self.engine.step(total)
+        self.scheduler.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["psnr"] = float(psnr(output["x_hat"].detach(), clean).mean())
+        return values | {"grad_norm": grad_norm, "skipped": float(skip)}
+
+    def _agree(self, bad: bool, stop: bool) -> tuple[bool, bool]:
+        """One all-reduce: skip if any rank saw a bad loss; stop if any rank got a signal."""
+        flags = torch.tensor([float(bad), float(stop)], device=self.device)
+        flags = D.all_reduce_sum(flags)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    # ------------------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        """Train until ``train.steps`` or a stop signal; checkpoint at the end."""
+        self._install_signal_handlers()
+        self.resume_if_possible()
+        batches = self._batches()
+        progress = self._progress_bar()
+        window = _Window()
+        while self.step < self.cfg.train.steps and not self.stop_requested:
+            started = time.perf_counter()
+            batch = next(batches)
+            waited = time.perf_counter() - started
+            self._record_keys(batch)
+            values = self.train_step(batch)
+            self.step += 1
+            window.add(values, waited, time.perf_counter() - started, len(batch["keys"]))
+            self._after_step(window, progress)
+        self.save_checkpoint()
+        if progress is not None:
+            progress.close()
+        self.logger.close()
+        log.info("stopped at step %d (%d skipped)", self.step, self.skipped)
+
+    def _after_step(self, window: _Window, progress: Any) -> None:
+        cfg = self.cfg
+        if self.step % cfg.logging.log_every == 0 or self.step == cfg.train.steps:
+            self._log_train(window, progress)
+        if cfg.train.val_every and self.step % cfg.train.val_every == 0:
+            self.run_validation()
+        if self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
+            self.save_checkpoint()
+
+    def _log_train(self, window: _Window, progress: Any) -> None:
+        means = window.mean_over_ranks(self.device)
+        means["lr"] = self.scheduler.get_last_lr()[0]
+        means["aux_lr"] = self.scheduler.get_last_lr()[-1]
+        means["skipped_total"] = float(self.skipped)
+        self.logger.log_scalars(self.step, "train", means)
+        if progress is not None:
+            progress.n = self.step
+            progress.set_postfix(
+                loss=f"{means['loss']:.3f}", bpp=f"{means['bpp']:.3f}", psnr=f"{means['psnr']:.2f}"
+            )
+        window.reset()
+
+    def run_validation(self) -> None:
+        results, grid = validate(
+            self.engine.module, self.val_loader, self.lmbda, self.cfg.logging.num_val_images
+        )
+        self.logger.log_scalars(self.step, "val", results)
+        if grid is not None:
+            self.logger.log_images(self.step, "val/clean_noisy_reconstruction", grid)
+
+    # ------------------------------------------------------------------------- plumbing
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGUSR1 (Slurm pre-emption): finish the step, checkpoint, exit 0."""
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            log.warning("signal %d received: checkpointing after this step", signum)
+            self.stop_requested = True
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, request_stop)
+
+    def _progress_bar(self) -> Any:
+        if not (D.is_main() and self.cfg.logging.progress_bar):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", dynamic_ncols=True)
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """The loader's batches, drawn without touching the global RNG streams.
+
+        The model draws its quantisation noise from the global RNG; a loader that also draws
+        from it (DataLoader seeds, lazily created iterators) would make the stream depend on when
+        the iterator was created, and a resumed run would diverge from an uninterrupted one.
+        """
+        with torch.random.fork_rng(devices=[]):
+            iterator = iter(self.train_loader)
+        while True:
+            with torch.random.fork_rng(devices=[]):
+                batch = next(iterator)
+            yield batch
+
+    def _record_keys(self, batch: dict[str, Any]) -> None:
+        if not self.cfg.train.log_sample_keys:
+            return
+        keys_dir = self.run_dir / "keys"
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        with (keys_dir / f"rank{D.get_rank()}.txt").open("a") as out:
+            out.writelines(f"{self.step}\t{key}\n" for key in batch["keys"])
+
+
+class _Window:
+    """Running sums of the logged values between two log points."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.waited = self.elapsed = 0.0
+        self.images = 0
+
+    def add(self, values: dict[str, float], waited: float, elapsed: float, images: int) -> None:
+        for key, value in values.items():
+            if key == "grad_norm" and value != value:  # skipped step: no norm to average
+                continue
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+        self.waited += waited
+        self.elapsed += elapsed
+        self.images += images
+
+    def mean_over_ranks(self, device: torch.device) -> dict[str, float]:
+        """Window means averaged over ranks; throughput summed over ranks."""
+        keys = sorted(self.sums)
+        local = torch.tensor(
+            [self.sums[k] / self.count for k in keys] + [self.images], device=device
+        )
+        total = D.all_reduce_sum(local.double()).tolist()
+        world = D.get_world_size()
+        means = {k: v / world for k, v in zip(keys, total[:-1], strict=True)}
+        means["images_per_s"] = total[-1] / max(self.elapsed, 1e-9)
+        means["data_wait_fraction"] = self.waited / max(self.elapsed, 1e-9)
+        return means

@@ -1,0 +1,170 @@
+"""Training objective (paper eq. 10) as a dict of named terms, and the global NT-Xent loss.
+
+``L = R(y_hat) + R(z_hat) + λ_d·255²·MSE(x_hat, x) + λ_g·G + λ_c·L_CL``
+
+Terms of a branch the model did not run (no ``guidance`` / ``proj`` in its output) are absent
+from the dict, not zero, so logs never show a fake 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainer.distributed import get_rank, get_world_size
+
+PIXEL_SCALE = 255.0**2  # distortion on the 8-bit scale, as CompressAI's RateDistortionLoss
+
+
+@dataclass
+class LossConfig:
+    """The ``loss`` section: weights of the terms of eq. 10."""
+
+    lmbda: float | None = None
+    """Rate-distortion weight λ_d; None = the value of ``model.quality``."""
+    lambda_g: float = 3.0
+    """Weight λ_g of the two-level guidance L1 loss."""
+    lambda_c: float = 1.5
+    """Weight λ_c of the contrastive NT-Xent loss (paper value)."""
+    temperature: float = 0.07
+    """NT-Xent temperature τ."""
+
+    def __post_init__(self) -> None:
+        if self.lmbda is not None and self.lmbda <= 0:
+            raise ValueError(f"loss.lmbda must be > 0, got {self.lmbda}")
+        if self.lambda_g < 0 or self.lambda_c < 0:
+            raise ValueError("loss.lambda_g and loss.lambda_c must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"loss.temperature must be > 0, got {self.temperature}")
+
+
+def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
+    """``Σ −log2 p / (B·H·W)``: the rate of one latent in bits per image pixel."""
+    return torch.log(likelihoods.float()).sum() / (-math.log(2) * num_pixels)
+
+
+def guidance_loss(guidance: dict[str, Tensor]) -> Tensor:
+    """Two-level guidance ``G = mean|y0 − y0_gt| + mean|y1 − y1_gt|`` (paper eq. 5)."""
+    level0 = F.l1_loss(guidance["y0"].float(), guidance["y0_gt"].float())
+    return level0 + F.l1_loss(guidance["y1"].float(), guidance["y1_gt"].float())
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """``all_gather`` along dim 0 whose backward returns each rank the gradient of its own rows.
+
+    Backward sums the gathered gradient over ranks (every rank's loss depends on every row), then
+    keeps this rank's slice. With each rank's loss over its own anchors and the usual gradient
+    averaging, the result equals the single-process gradient on the whole batch.
+    """
+
+    @staticmethod
+    def forward(ctx, local: Tensor) -> Tensor:
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rows = local.size(0)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
+def gather_with_gradient(local: Tensor) -> Tensor:
+    """``(n, D)`` on each of W ranks → ``(W·n, D)`` in rank order; identity without a group."""
+    if get_world_size() == 1:
+        return local
+    return _GatherWithGradient.apply(local)
+
+
+def nt_xent(z_noisy: Tensor, z_aug: Tensor, temperature: float) -> Tensor:
+    """Symmetric NT-Xent (SimCLR) over the *global* batch (paper eq. 6).
+
+    Each of the 2N projections (N noisy, N augmented views over all ranks) is an anchor whose
+    positive is the other view of its image and whose negatives are the 2N − 2 others; the loss
+    is the cross-entropy over the 2N − 1 candidates (self-similarity masked with −inf), with
+    cosine similarity / τ as logits, in fp32. Under ``torch.distributed`` every rank scores its
+    own 2n anchors against all 2N candidates and returns their mean: the mean over ranks equals
+    the single-process loss on the concatenated batch, and so do the gradients after DDP's
+    averaging. Every rank must pass the same n.
+
+    Args:
+        z_noisy: ``(n, D)`` projections of this rank's noisy views.
+        z_aug: ``(n, D)`` projections of the matching augmented views.
+        temperature: τ.
+
+    Returns:
+        scalar tensor: mean loss over this rank's 2n anchors.
+    """
+    n = z_noisy.size(0)
+    local = F.normalize(torch.cat([z_noisy, z_aug], dim=1).float().view(n, 2, -1), dim=2)
+    gathered = gather_with_gradient(local.flatten(1)).view(-1, 2, local.size(2))  # one collective
+    return nt_xent_of_rows(gathered, get_rank() * n, n, temperature)
+
+
+def nt_xent_of_rows(pairs: Tensor, first: int, count: int, temperature: float) -> Tensor:
+    """Mean NT-Xent of the anchors of images ``first .. first+count-1`` against all 2N candidates.
+
+    Args:
+        pairs: ``(N, 2, D)`` unit-length projections, ``[:, 0]`` noisy and ``[:, 1]`` augmented.
+        first: index of the first image whose two views are anchors.
+        count: number of such images (2·count anchors).
+        temperature: τ.
+    """
+    total = pairs.size(0)
+    candidates = torch.cat([pairs[:, 0], pairs[:, 1]], dim=0)  # (2N, D): noisy views, then aug
+    rows = torch.arange(first, first + count, device=pairs.device)
+    anchors = torch.cat([rows, rows + total])  # (2n,) positions of the anchors among candidates
+    positives = torch.cat([rows + total, rows])  # each anchor's other view
+    logits = candidates[anchors] @ candidates.T / temperature  # (2n, 2N), fp32
+    is_self = torch.zeros_like(logits, dtype=torch.bool)
+    is_self[torch.arange(anchors.numel(), device=pairs.device), anchors] = True
+    return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), positives)
+
+
+class JointLoss(nn.Module):
+    """Eq. 10 of the paper as a dict of named scalar terms.
+
+    Args:
+        cfg: term weights and temperature.
+        lmbda: λ_d actually used (``cfg.lmbda`` or the quality's value, resolved by the caller).
+    """
+
+    def __init__(self, cfg: LossConfig, lmbda: float):
+        super().__init__()
+        self.cfg, self.lmbda = cfg, lmbda
+
+    def forward(self, output: dict, clean: Tensor) -> dict[str, Tensor]:
+        """Loss terms for a model output against the clean batch ``(B, 3, H, W)``.
+
+        Returns:
+            ``bpp_y, bpp_z, bpp, mse, distortion, rd_loss`` always; ``guidance`` when the output
+            has a guidance branch; ``contrastive`` when it has projections; ``loss`` (the total;
+            CompressAI's ``aux_loss()`` is added by the trainer).
+        """
+        num_pixels = clean.size(0) * clean.size(2) * clean.size(3)
+        terms = {
+            f"bpp_{name}": bits_per_pixel(lik, num_pixels)
+            for name, lik in output["likelihoods"].items()
+        }
+        terms["bpp"] = sum(terms.values())
+        terms["mse"] = F.mse_loss(output["x_hat"].float(), clean.float())
+        terms["distortion"] = self.lmbda * PIXEL_SCALE * terms["mse"]
+        terms["rd_loss"] = terms["bpp"] + terms["distortion"]
+        total = terms["rd_loss"]
+        if "guidance" in output:
+            terms["guidance"] = guidance_loss(output["guidance"])
+            total = total + self.cfg.lambda_g * terms["guidance"]
+        if "proj" in output:
+            proj = output["proj"]
+            terms["contrastive"] = nt_xent(proj["noisy"], proj["augmented"], self.cfg.temperature)
+            total = total + self.cfg.lambda_c * terms["contrastive"]
+        terms["loss"] = total
+        return terms
