@@ -127,7 +127,7 @@ class DaliTrainLoader:
             decoder="mixed" if on_gpu else "cpu",
             batch_size=self.cfg.batch_size_per_gpu,
             num_threads=self.cfg.num_threads,
-            device_id=(self.device.index or 0) if on_gpu else None,
+            device_id=self._device_id(),
             seed=self.seed,
             prefetch_queue_depth=self.cfg.prefetch,
             checkpoint=checkpoint,
@@ -139,6 +139,12 @@ class DaliTrainLoader:
             last_batch_policy=LastBatchPolicy.DROP,
             auto_reset=True,
         )
+
+    def _device_id(self) -> int | None:
+        """The local CUDA device for the "mixed" decoder; None makes a CPU-only pipeline."""
+        if self.device.type != "cuda":
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
     def __iter__(self) -> DaliTrainLoader:
         return self

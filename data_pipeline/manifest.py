@@ -1,12 +1,13 @@
-"""Reading what ``prepare_shards`` wrote: the manifest, one split's shards, their DALI indexes."""
+"""On-disk format of a shard folder: ``manifest.json`` and the DALI index next to each shard."""
 
 from __future__ import annotations
 
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 
-from data_pipeline.shards import MANIFEST_NAME
+MANIFEST_NAME = "manifest.json"
 
 
 @dataclass
@@ -54,6 +55,35 @@ def load_split(shards_dir: str, split: str) -> SplitFiles:
         num_samples=int(manifest["splits"][split]["num_samples"]),
         min_side=int(manifest["settings"]["min_side"]),
     )
+
+
+def write_dali_index(tar_path: str, idx_path: str) -> int:
+    """Write the DALI ``fn.readers.webdataset`` index (format v1.2) of ``tar_path``.
+
+    Same format as the ``wds2idx`` tool of the DALI wheel, computed with :mod:`tarfile` so it
+    needs neither DALI nor GNU tar: a header ``v1.2 <samples>`` then one line per sample with
+    ``<ext> <data offset> <size> <member name>`` for each of its members.
+
+    Returns:
+        The number of samples in the shard.
+    """
+    samples: list[list[str]] = []
+    last_key = None
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name
+            dot = name.find(".", name.rfind("/") + 1)
+            key, ext = name[:dot], name[dot + 1 :]
+            if key != last_key:
+                samples.append([])
+                last_key = key
+            samples[-1].append(f"{ext} {member.offset_data} {member.size} {name}")
+    lines = [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples]
+    with open(idx_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return len(samples)
 
 
 def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:

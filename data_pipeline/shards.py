@@ -34,22 +34,23 @@ import json
 import os
 import re
 import shutil
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from data_pipeline.manifest import MANIFEST_NAME, write_dali_index
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".jp2")
 """File suffixes (case-insensitive) that are treated as images."""
 STORED_EXTENSIONS = ("jpg", "png", "jp2")
 """Tar member extensions a shard can contain (one per sample)."""
-MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
 _PASS_THROUGH = {"JPEG": "jpg", "PNG": "png"}
 _EXIF_ORIENTATION = 0x0112
@@ -194,35 +195,6 @@ def _stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
     return lossless_format, buffer.getvalue()
 
 
-def write_dali_index(tar_path: str, idx_path: str) -> int:
-    """Write the DALI ``fn.readers.webdataset`` index (format v1.2) of ``tar_path``.
-
-    Same format as the ``wds2idx`` tool of the DALI wheel, computed with :mod:`tarfile` so it
-    needs neither DALI nor GNU tar: a header ``v1.2 <samples>`` then one line per sample with
-    ``<ext> <data offset> <size> <member name>`` for each of its members.
-
-    Returns:
-        The number of samples in the shard.
-    """
-    samples: list[list[str]] = []
-    last_key = None
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name
-            dot = name.find(".", name.rfind("/") + 1)
-            key, ext = name[:dot], name[dot + 1 :]
-            if key != last_key:
-                samples.append([])
-                last_key = key
-            samples[-1].append(f"{ext} {member.offset_data} {member.size} {name}")
-    lines = [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples]
-    with open(idx_path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return len(samples)
-
-
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -281,9 +253,11 @@ def _worker_count(cfg: ShardConfig) -> int:
     return cfg.workers or os.cpu_count() or 1
 
 
-def _parallel_map(func, items: list, cfg: ShardConfig, desc: str, *args) -> Iterator:
+def _parallel_map(
+    func: Callable[..., Any], items: list, cfg: ShardConfig, desc: str, *args: Any
+) -> Iterator[Any]:
     """``func(item, *args)`` for each item, in order, in ``cfg.workers`` processes, with a bar."""
-    bar = tqdm(total=len(items), desc=desc, unit="img" if desc == "check" else "shard")
+    bar = tqdm(total=len(items), desc=desc, unit="img" if desc == "check" else "group")
     with bar:
         if _worker_count(cfg) == 1 or len(items) <= 1:
             for item in items:

@@ -33,16 +33,15 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 def ensure_slurm_installed() -> None:
     """Install Debian's ``slurm-wlm`` if ``slurmctld`` is missing, or skip the test.
 
-    Installing needs root and apt-get (true in CI); anywhere else the test is skipped with the
-    command that would make it runnable.
+    The test cluster runs its daemons as root (``SlurmUser=root``) and installing needs apt-get,
+    both true in CI; anywhere else the test is skipped with what would make it runnable.
     """
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster runs slurmctld/slurmd as root: run the tests as root")
     if shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("sbatch"):
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(
-            "Slurm is not installed and cannot be (needs root + apt-get): "
-            "run `apt-get install -y slurm-wlm` to enable the Slurm tests"
-        )
+    if shutil.which("apt-get") is None:
+        pytest.skip("Slurm is not installed and there is no apt-get: install slurm-wlm (22.05+)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "slurm-wlm"]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
@@ -66,10 +65,10 @@ def slurm_conf_text(workdir: Path, node: str, cpus: int) -> str:
     """Render a minimal slurm.conf whose every path lives under ``workdir``.
 
     ``auth/none`` + ``cred/none`` remove the need for a munge daemon (both still exist in
-    Slurm 22.05); a short ``cred_expire`` lets a requeued job start again after ~10 s instead of
-    the default 120 s (Slurm holds requeued jobs until their old credential expires);
-    ``proctrack/linuxproc`` + ``task/none`` avoid cgroups, which containers rarely
-    delegate. ``MinJobAge`` keeps finished jobs visible to ``scontrol show job`` for the test.
+    Slurm 22.05). Slurm holds a requeued job until its old credential expires: ``cred_expire=5``
+    (2 is rejected as invalid) makes that ~5 s instead of 120 s. ``proctrack/linuxproc`` +
+    ``task/none`` avoid cgroups, which containers rarely delegate. ``MinJobAge`` keeps finished
+    jobs visible to ``scontrol show job`` for the test; ``sched_interval=1`` starts them at once.
     """
     ctld_port, slurmd_port = free_port(), free_port()
     return f"""\
@@ -78,7 +77,7 @@ SlurmctldHost={node}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/none
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=5
 CredType=cred/none
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-STEPS = 30
+STEPS = 20
 # The periodic checkpoint never fires before the signal, so the resume point can only come from
 # the checkpoint written on SIGUSR1.
 OVERRIDES = [f"train.steps={STEPS}", "checkpoint.every=100", "train.val_every=100"]
@@ -56,7 +56,8 @@ def preempted_job(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactor
     job_id = cluster.submit([*args, f"data.shards={make_shards(root)}", *OVERRIDES], env, REPO)
     wait_until(lambda: len(metrics(run_dir)) >= 2, 180, "the first training steps", cluster)
     cluster.run(["scancel", "--signal=USR1", "--batch", job_id])
-    # Slurm holds a requeued job ~10 s (cred_expire): time enough to see what the first run left.
+    # The second run needs 10+ s of imports before it writes anything: time enough to see what
+    # the first run left.
     wait_until(lambda: requeued(cluster, job_id), 120, "the job to requeue itself", cluster)
     first_run = {"rows": len(metrics(run_dir)), "latest": latest_checkpoint(run_dir)}
     info = cluster.wait_for_job(job_id, timeout=240, restarts=1)
@@ -73,8 +74,7 @@ def wait_until(predicate, timeout: float, what: str, cluster: SlurmCluster) -> N
 
 
 def requeued(cluster: SlurmCluster, job_id: str) -> bool:
-    info = cluster.job_info(job_id)
-    return int(info.get("Restarts", 0)) >= 1 and info.get("JobState") == "PENDING"
+    return int(cluster.job_info(job_id).get("Restarts", 0)) >= 1
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -116,7 +116,7 @@ def test_evaluate_sbatch_scores_the_export(cluster, preempted_job, tmp_path: Pat
     images.mkdir()
     for seed in range(2):
         make_image(images / f"img{seed}.png", 64, 64, seed=seed)
-    env = {**child_env(), "NPROC": "2", "TORCHRUN": str(VENV_BIN / "torchrun")}
+    env = {**child_env(), "NPROC": "1", "TORCHRUN": str(VENV_BIN / "torchrun")}
     export = preempted_job["run_dir"] / "export" / "model.pt"
     args = [f"--output={tmp_path}/eval-%j.out", "--cpus-per-task=1", "launch/slurm/evaluate.sbatch"]
     args += ["--checkpoint", str(export), "--dataset", f"gen={images}", "--levels", "1"]

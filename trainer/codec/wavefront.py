@@ -13,25 +13,31 @@ copy of ``y_hat``, applies the masked context convolution as one matmul over the
 patches and the 1×1 entropy-parameter network as matmuls, then quantises (encoder) or rANS
 decodes (decoder) the wavefront's symbols. Encoder and decoder run the *same* function
 (:meth:`_WavefrontModel.predict`) on the same shapes in the same order, so the decoder derives
-bit-identically the scale indexes and means the encoder used.
+bit-identically the scale indexes and means the encoder used. The loop always runs on one
+thread (:func:`single_thread`), so the caller's thread setting cannot change its arithmetic.
+The symbols and their probability model are CompressAI's, so the rate equals the serial coder's
+(up to float rounding of the means; the y stream of a Kodak image had the same length).
 
 Bitstream (one string per image; the z string is CompressAI's ``entropy_bottleneck`` stream):
 CompressAI's 64-bit rANS (16-bit precision, bypass-coded tails, ``compressai.ans``) with the
 model's ``gaussian_conditional`` CDF tables; symbols in wavefront order ``t = 0, 1, …``, inside a
 wavefront by increasing row ``i``, and for each position its ``M`` channels in channel order.
 ``y`` is ``4h × 4w`` for the transmitted z shape ``(h, w)``. Encoder and decoder must run the
-same platform and torch build (as for any learned codec with a float entropy model).
+same platform and torch build (as for any learned codec with a float entropy model). The
+stream differs from CompressAI's serial one (other symbol order): decode with the coder that
+encoded.
 Each image of a batch is coded on its own, so its stream never depends on the other images.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
 
@@ -126,14 +132,16 @@ class _WavefrontModel:
         self._init_entropy_head(model.entropy_parameters, params)
 
     def _context_matrix(self, context: nn.Conv2d) -> tuple[Tensor, Tensor]:
-        """Masked kernel ``(2M, M, k, k)`` → dense ``(T·M, 2M)`` matrix over the causal taps."""
+        """Masked kernel ``(2M, M, k, k)`` → dense ``(2M, T·M)`` matrix over the causal taps.
+
+        Kept ``(out, in)`` like ``nn.Linear``: MKL's small-batch GEMM is faster that way round.
+        """
         weight = context.weight * context.mask
         ki = torch.tensor([di + self.pad for di, _ in self.taps])
         kj = torch.tensor([dj + self.pad for _, dj in self.taps])
         taps_weight = weight[:, :, ki, kj]  # (2M, M, T)
-        matrix = taps_weight.permute(2, 1, 0).reshape(-1, weight.shape[0]).contiguous()
-        bias = context.bias if context.bias is not None else weight.new_zeros(weight.shape[0])
-        return matrix, bias
+        matrix = taps_weight.permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+        return matrix, context.bias
 
     def _init_entropy_head(self, head: nn.Module, params: Tensor) -> None:
         """Precompute the hyper-prior half of the entropy network's first 1×1 layer.
@@ -148,10 +156,10 @@ class _WavefrontModel:
         if not supported:
             self.hyper_rows, self.head, self.layers = rows, head, None
             return
-        weight_t = first.weight.flatten(1).t()  # (4M, C1): input rows = cat(params, ctx)
+        weight = first.weight.flatten(1)  # (C1, 4M): input channels = cat(params, ctx)
         split = rows.shape[1]
-        self.hyper_rows = torch.addmm(_bias(first), rows, weight_t[:split])
-        self.first_ctx = weight_t[split:].contiguous()
+        self.hyper_rows = F.linear(rows, weight[:, :split], first.bias)
+        self.first_ctx = weight[:, split:].contiguous()
         self.layers = [_as_matmul(layer) for layer in layers[1:]]
 
     def predict(self, grid: Tensor, step: int) -> tuple[Tensor, Tensor, slice]:
@@ -168,7 +176,7 @@ class _WavefrontModel:
         start, end = self.schedule.bounds[step], self.schedule.bounds[step + 1]
         taps = self.schedule.gather[start * len(self.taps) : end * len(self.taps)]
         patches = grid.index_select(0, taps).view(end - start, -1)  # (P, T·M)
-        ctx = torch.addmm(self.ctx_bias, patches, self.ctx_weight)  # (P, 2M)
+        ctx = F.linear(patches, self.ctx_weight, self.ctx_bias)  # (P, 2M)
         gaussian = self._entropy_head(ctx, start, end)
         scales, means = gaussian.chunk(2, 1)
         return self._scale_indexes(scales), means, slice(start, end)
@@ -177,7 +185,7 @@ class _WavefrontModel:
         if self.layers is None:  # generic module: (P, 4M, 1, 1) through the original layers
             features = torch.cat((self.hyper_rows[start:end], ctx), dim=1)[..., None, None]
             return self.head(features).flatten(1)
-        hidden = torch.addmm(self.hyper_rows[start:end], ctx, self.first_ctx)
+        hidden = torch.addmm(self.hyper_rows[start:end], ctx, self.first_ctx.t())
         for layer in self.layers:
             hidden = layer(hidden)
         return hidden
@@ -200,21 +208,18 @@ class _WavefrontModel:
 
 
 def _is_pointwise(layer: nn.Module) -> bool:
+    """Whether ``layer`` acts on each position alone, so it can run on ``(P, C)`` rows."""
     if isinstance(layer, nn.Conv2d):
         return layer.kernel_size == (1, 1) and layer.groups == 1 and layer.stride == (1, 1)
     return isinstance(layer, _POINTWISE_ACTIVATIONS)
 
 
-def _bias(conv: nn.Conv2d) -> Tensor:
-    return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
-
-
-def _as_matmul(layer: nn.Module):
+def _as_matmul(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     """A 1×1 conv as ``(P, C_in) → (P, C_out)`` matmul; activations are applied unchanged."""
     if not isinstance(layer, nn.Conv2d):
         return layer
-    weight_t, bias = layer.weight.flatten(1).t().contiguous(), _bias(layer)
-    return lambda hidden: torch.addmm(bias, hidden, weight_t)
+    weight, bias = layer.weight.flatten(1).contiguous(), layer.bias
+    return lambda hidden: F.linear(hidden, weight, bias)
 
 
 class _CdfTables:
@@ -306,6 +311,15 @@ def decode_latent(model: nn.Module, string: bytes, params: Tensor) -> Tensor:
     return net.to_latent(grid)
 
 
+def hyper_params(model: nn.Module, z_hat: Tensor) -> Tensor:
+    """``h_s(z_hat)`` image by image: ``(B, N, h, w)`` → ``(B, 2M, 4h, 4w)``.
+
+    One image at a time so that its entropy parameters (hence its stream) never depend on the
+    batch it was encoded or decoded in (convolutions may round differently per batch size).
+    """
+    return torch.cat([model.h_s(z_hat[i : i + 1]) for i in range(z_hat.shape[0])])
+
+
 def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Size, Tensor]:
     """Analysis and hyper-prior part of encoding.
 
@@ -314,6 +328,9 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
 
     Returns:
         ``(y (B, M, h, w), z_strings, z_shape, params (B, 2M, h, w))``.
+
+    Raises:
+        ValueError: if the image size is not a multiple of 64.
     """
     y = model.g_a(x)
     z = model.h_a(y)
@@ -321,7 +338,7 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
         raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    return y, z_strings, z.shape[-2:], model.h_s(z_hat)
+    return y, z_strings, z.shape[-2:], hyper_params(model, z_hat)
 
 
 class WavefrontCoder:
@@ -343,8 +360,10 @@ class WavefrontCoder:
         """Decode ``compress``'s output → ``{"x_hat": (B, 3, H, W) clamped to [0, 1]}``."""
         if not (isinstance(strings, list | tuple) and len(strings) == 2):
             raise ValueError("strings must be [y_strings, z_strings]")
+        if len(strings[0]) != len(strings[1]):
+            raise ValueError(f"{len(strings[0])} y strings but {len(strings[1])} z strings")
         z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
-        params = model.h_s(z_hat)
+        params = hyper_params(model, z_hat)
         y_hat = torch.cat(
             [decode_latent(model, s, params[i : i + 1]) for i, s in enumerate(strings[0])]
         )
@@ -358,5 +377,6 @@ __all__ = [
     "causal_taps",
     "decode_latent",
     "encode_latent",
+    "hyper_params",
     "wavefront_slope",
 ]
