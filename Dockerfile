@@ -17,7 +17,6 @@ ARG USER_UID=1000
 ARG USER_GID=1000
 
 ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TORCH_EXTENSIONS_DIR=/home/${USER_NAME}/.cache/torch_extensions
 
@@ -47,9 +46,10 @@ WORKDIR /opt/jicd
 COPY --chown=${USER_UID}:${USER_GID} . .
 # --no-deps: every dependency is installed above or comes with the base (pip must not try to
 # "upgrade" NGC's pre-release torch to a PyPI wheel). Editable, so a bind-mounted checkout over
-# /opt/jicd is what runs.
+# /opt/jicd is what runs. Then hand what root created (the folder, *.egg-info) to the user, who
+# writes runs/ here.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
-    && chown -R "${USER_UID}:${USER_GID}" /opt/jicd
+    && find /opt/jicd -user root -exec chown "${USER_UID}:${USER_GID}" {} +
 
 USER ${USER_NAME}
 # DeepSpeed's JIT-compiled ops go to TORCH_EXTENSIONS_DIR; mount a named volume there

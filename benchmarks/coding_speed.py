@@ -20,6 +20,7 @@ after a warm-up on a 64×64 crop.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -174,11 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.image is not None and not args.image.is_file():
         print(f"error: image not found: {args.image}", file=sys.stderr)
         return 2
-    x, source = load_image(args.image, args.seed)
+    try:
+        x, source = load_image(args.image, args.seed)
+    except (OSError, ValueError) as error:  # unreadable or not an image
+        print(f"error: cannot read image {args.image}: {error}", file=sys.stderr)
+        return 2
+    if min(x.shape[-2:]) < 64:
+        print(f"error: image {args.image} is smaller than 64x64", file=sys.stderr)
+        return 2
     print(f"input {source} {tuple(x.shape[-2:])}, threads={args.threads}, repeats={args.repeats}")
     for channels in args.channels:
         model = build_model(channels, x, args)
         report(channels, bench_model(model, x, args.repeats), x.shape[-2] * x.shape[-1])
+    # Other processes on the machine inflate every figure; the ratios are measured side by side.
+    print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     return 0
 
 

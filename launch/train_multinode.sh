@@ -15,7 +15,7 @@
 #                        so it only labels logs (any distinct values work)
 #   MASTER_ADDR [127.0.0.1]  host of the rendezvous (any node that all others can reach)
 #   MASTER_PORT [29500]  its TCP port
-#   NPROC_PER_NODE [number of GPUs, or 1 without GPUs]  worker processes on this node
+#   NPROC_PER_NODE [visible GPUs, or 1 without GPUs]  worker processes on this node
 #   RDZV_ID [jicd]       run identifier; all nodes of one run must use the same value
 #   TORCHRUN [torchrun]  torchrun executable (e.g. .venv/bin/torchrun)
 #   SHUTDOWN_TIMEOUT [90]  seconds workers get to checkpoint after SIGTERM/SIGUSR1
@@ -24,8 +24,11 @@
 set -euo pipefail
 
 gpu_count() {
-    # nvidia-smi -L prints one line per visible GPU; no driver means a CPU node.
-    if command -v nvidia-smi >/dev/null 2>&1; then
+    # Visible GPUs: CUDA_VISIBLE_DEVICES when set (schedulers restrict it), else every GPU that
+    # nvidia-smi lists; no driver means a CPU node.
+    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+        tr ',' '\n' <<<"${CUDA_VISIBLE_DEVICES}" | grep -c . || true
+    elif command -v nvidia-smi >/dev/null 2>&1; then
         nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
     else
         echo 0

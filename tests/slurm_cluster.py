@@ -1,15 +1,16 @@
-"""A real, throw-away single-node Slurm cluster for tests.
+"""A real, throw-away Slurm cluster on this machine for tests.
 
-`SlurmCluster(workdir)` writes a minimal ``slurm.conf`` into ``workdir`` (no munge: ``auth/none``
-and ``cred/none``; its own ports; state, spool, pid and log files all inside ``workdir``), starts
-``slurmctld`` and ``slurmd`` in the foreground as child processes and waits until ``sinfo`` reports
-the node idle. ``stop()`` cancels every job and terminates both daemons by their pid.
+`SlurmCluster(workdir, nodes=N)` writes a minimal ``slurm.conf`` into ``workdir`` (no munge:
+``auth/none`` and ``cred/none``; its own ports; state, spool, pid and log files all inside
+``workdir``), starts ``slurmctld`` and one ``slurmd`` per virtual node (``node1``...) in the
+foreground as child processes, and waits until ``sinfo`` reports every node idle. ``stop()``
+cancels every job and terminates the daemons by their pid.
 
 Slurm itself comes from Debian's ``slurm-wlm`` package; `ensure_slurm_installed()` installs it with
 apt when we are root (as in CI) and skips the calling test with a clear message otherwise.
 
 Example:
-    with SlurmCluster(tmp_path) as cluster:
+    with SlurmCluster(tmp_path, nodes=2) as cluster:
         job_id = cluster.submit(["launch/slurm/train.sbatch"], env=extra_env)
         state = cluster.wait_for_job(job_id, timeout=120)
 """
@@ -57,11 +58,21 @@ def free_port() -> int:
 
 
 def short_hostname() -> str:
-    """The node name slurmd registers under by default (``hostname -s``)."""
+    """This machine's short name (``hostname -s``), where every virtual node really runs."""
     return socket.gethostname().split(".")[0]
 
 
-def slurm_conf_text(workdir: Path, node: str, cpus: int) -> str:
+def node_lines(names: list[str], cpus: int) -> list[str]:
+    """One NodeName line per virtual node: same host and address, each slurmd its own port."""
+    host = short_hostname()
+    return [
+        f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={free_port()} "
+        f"CPUs={cpus} State=UNKNOWN"
+        for name in names
+    ]
+
+
+def slurm_conf_text(workdir: Path, names: list[str], cpus: int) -> str:
     """Render a minimal slurm.conf whose every path lives under ``workdir``.
 
     ``auth/none`` + ``cred/none`` remove the need for a munge daemon (both still exist in
@@ -69,11 +80,13 @@ def slurm_conf_text(workdir: Path, node: str, cpus: int) -> str:
     (2 is rejected as invalid) makes that ~5 s instead of 120 s. ``proctrack/linuxproc`` +
     ``task/none`` avoid cgroups, which containers rarely delegate. ``MinJobAge`` keeps finished
     jobs visible to ``scontrol show job`` for the test; ``sched_interval=1`` starts them at once.
+    Several nodes on one host work because Debian builds slurmd with multiple-slurmd support
+    (``%n`` in the slurmd paths = the node name).
     """
-    ctld_port, slurmd_port = free_port(), free_port()
+    nodes = "\n".join(node_lines(names, cpus))
     return f"""\
 ClusterName=jicdtest
-SlurmctldHost={node}(127.0.0.1)
+SlurmctldHost={short_hostname()}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/none
@@ -88,35 +101,37 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
 SwitchType=switch/none
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
+SlurmctldPort={free_port()}
 StateSaveLocation={workdir}/state
-SlurmdSpoolDir={workdir}/spool
+SlurmdSpoolDir={workdir}/spool/%n
 SlurmctldPidFile={workdir}/slurmctld.pid
-SlurmdPidFile={workdir}/slurmd.pid
+SlurmdPidFile={workdir}/slurmd-%n.pid
 SlurmctldLogFile={workdir}/slurmctld.log
-SlurmdLogFile={workdir}/slurmd.log
+SlurmdLogFile={workdir}/slurmd-%n.log
 ReturnToService=2
 MinJobAge=3600
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 KillWait=10
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName=debug Nodes={",".join(names)} Default=YES MaxTime=INFINITE State=UP
 """
 
 
 class SlurmCluster:
-    """One slurmctld + one slurmd on this machine, configured and owned by a test.
+    """One slurmctld + ``nodes`` slurmd (virtual nodes) on this machine, owned by a test.
 
     Args:
         workdir: Empty folder for slurm.conf, state, spool, pid and log files.
-        start_timeout: Seconds to wait for the node to come up idle.
+        nodes: Number of virtual nodes, named ``node1``, ``node2``, ...; the machine's cores are
+            shared out between them.
+        start_timeout: Seconds to wait for the nodes to come up idle.
     """
 
-    def __init__(self, workdir: Path, start_timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, nodes: int = 1, start_timeout: float = 60.0) -> None:
         self.workdir = Path(workdir)
-        self.node = short_hostname()
+        self.nodes = [f"node{i + 1}" for i in range(nodes)]
+        self.cpus_per_node = max(1, (os.cpu_count() or 1) // nodes)
         self.conf = self.workdir / "slurm.conf"
         self.start_timeout = start_timeout
         self._daemons: list[subprocess.Popen] = []
@@ -135,15 +150,17 @@ class SlurmCluster:
         self.stop()
 
     def start(self) -> None:
-        """Write slurm.conf, start both daemons and wait until the node is idle."""
-        for sub in ("state", "spool"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(slurm_conf_text(self.workdir, self.node, os.cpu_count() or 1))
+        """Write slurm.conf, start the daemons and wait until every node is idle."""
+        (self.workdir / "state").mkdir(parents=True, exist_ok=True)
+        for name in self.nodes:
+            (self.workdir / "spool" / name).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(slurm_conf_text(self.workdir, self.nodes, self.cpus_per_node))
         # -D keeps each daemon in the foreground so that we own its pid; -c starts slurmctld clean.
         self._spawn(["slurmctld", "-D", "-c", "-f", str(self.conf)], "slurmctld.out")
         self._wait_until(self._controller_up, "slurmctld to answer")
-        self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", self.node], "slurmd.out")
-        self._wait_until(self._node_idle, f"node {self.node} to be idle")
+        for name in self.nodes:
+            self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", name], f"slurmd-{name}.out")
+        self._wait_until(self._nodes_idle, f"nodes {', '.join(self.nodes)} to be idle")
 
     def stop(self) -> None:
         """Cancel every job, then terminate both daemons (slurmd first) by pid."""
@@ -216,7 +233,7 @@ class SlurmCluster:
     def logs(self) -> str:
         """The tail of both daemon logs, for failure messages."""
         parts = []
-        for name in ("slurmctld.log", "slurmd.log"):
+        for name in ("slurmctld.log", *(f"slurmd-{node}.log" for node in self.nodes)):
             path = self.workdir / name
             text = path.read_text(errors="replace") if path.exists() else "(missing)"
             parts.append(f"--- {name} ---\n{text[-3000:]}")
@@ -232,9 +249,9 @@ class SlurmCluster:
         ping = subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True, timeout=10)
         return ping.returncode == 0
 
-    def _node_idle(self) -> bool:
-        out = self.run(["sinfo", "-h", "-N", "-n", self.node, "-o", "%T"], check=False)
-        return out.strip().rstrip("*") == "idle"
+    def _nodes_idle(self) -> bool:
+        states = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False).split()
+        return len(states) == len(self.nodes) and all(s.rstrip("*") == "idle" for s in states)
 
     def _wait_until(self, ready, what: str) -> None:
         deadline = time.monotonic() + self.start_timeout

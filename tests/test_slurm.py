@@ -1,10 +1,10 @@
-"""launch/slurm/*.sbatch on a real single-node Slurm (slurmctld + slurmd started by the test).
+"""launch/slurm/*.sbatch on a real Slurm: slurmctld + two slurmd ("nodes") started by the test.
 
-One training job runs the smoke config with 2 CPU workers. While it trains, the test sends the
-pre-emption warning exactly as ``--signal=B:USR1@120`` would (SIGUSR1 to the batch shell only);
-the script must forward it to the workers, which checkpoint and exit, then requeue the job, and the
-requeued job must resume from that checkpoint and finish. The exported model is then evaluated
-with launch/slurm/evaluate.sbatch.
+One training job runs the smoke config on 2 nodes x 1 CPU worker. While it trains, the test
+sends the pre-emption warning exactly as ``--signal=B:USR1@120`` would (SIGUSR1 to the batch
+shell only); the script must forward it to the workers on both nodes, which checkpoint and exit,
+then requeue the job, and the requeued job must resume from that checkpoint and finish. The
+exported model is then evaluated with launch/slurm/evaluate.sbatch.
 
 Needs root (to install Debian's slurm-wlm with apt when missing); skipped otherwise.
 """
@@ -12,7 +12,6 @@ Needs root (to install Debian's slurm-wlm with apt when missing); skipped otherw
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+NODES = 2
 STEPS = 20
 # The periodic checkpoint never fires before the signal, so the resume point can only come from
 # the checkpoint written on SIGUSR1.
@@ -35,7 +35,7 @@ OVERRIDES = [f"train.steps={STEPS}", "checkpoint.every=100", "train.val_every=10
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     ensure_slurm_installed()
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as running:
+    with SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=NODES) as running:
         yield running
 
 
@@ -48,11 +48,11 @@ def preempted_job(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactor
         **child_env(),
         "CONFIG": str(SMOKE),
         "RUN_DIR": str(run_dir),
-        "GPUS_PER_NODE": "2",
+        "GPUS_PER_NODE": "1",
         "TORCHRUN": str(VENV_BIN / "torchrun"),
     }
-    cpus = min(2, os.cpu_count() or 1)
-    args = [f"--cpus-per-task={cpus}", f"--output={log}", "launch/slurm/train.sbatch"]
+    args = [f"--nodes={NODES}", f"--cpus-per-task={cluster.cpus_per_node}", f"--output={log}"]
+    args.append("launch/slurm/train.sbatch")
     job_id = cluster.submit([*args, f"data.shards={make_shards(root)}", *OVERRIDES], env, REPO)
     wait_until(lambda: len(metrics(run_dir)) >= 2, 180, "the first training steps", cluster)
     cluster.run(["scancel", "--signal=USR1", "--batch", job_id])
@@ -87,6 +87,7 @@ def test_job_completes_after_one_requeue(preempted_job: dict) -> None:
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), (
         preempted_job["log"][-4000:]
     )
+    assert f"{NODES} node(s) x 1 worker(s) on node[1-{NODES}]" in preempted_job["log"]
     assert "SIGUSR1: asking the workers to checkpoint" in preempted_job["log"]
     assert f"requeueing job {preempted_job['id']}" in preempted_job["log"]
 
@@ -97,7 +98,7 @@ def test_run_directory_is_complete(preempted_job: dict) -> None:
     assert (run_dir / "checkpoints" / f"step_{STEPS:08d}").is_dir()
     assert (run_dir / "export" / "model.pt").is_file()
     assert metrics(run_dir)[-1]["step"] == STEPS
-    assert json.loads((run_dir / "meta.json").read_text())["world_size"] == 2
+    assert json.loads((run_dir / "meta.json").read_text())["world_size"] == NODES
 
 
 def test_requeued_job_resumes_from_the_signal_checkpoint(preempted_job: dict) -> None:
