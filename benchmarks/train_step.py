@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model")
     parser.add_argument("--dp-steps", type=int, default=8, help="timed steps per rank (part 2)")
     parser.add_argument("--skip-dp", action="store_true", help="only part 1")
+    parser.add_argument(
+        "--paper-scale", action="store_true", help="FLOPs per paper iteration -> GPU-hours"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # part 2, under torchrun
     return parser.parse_args(argv)
 
@@ -163,10 +166,42 @@ def data_parallel_efficiency(args: argparse.Namespace) -> dict[str, float]:
     return {"images_per_s_1rank": one, "images_per_s_2ranks": two, "efficiency": two / (2 * one)}
 
 
+PAPER_ITERATIONS, PAPER_BATCH, PAPER_PATCH = 769_800, 16, 256
+ASSUMED_TFLOPS = (20.0, 60.0)  # sustained fp32/TF32 rate of one data-centre GPU on this model
+
+
+def paper_scale() -> None:
+    """FLOPs of one paper iteration (batch 16, 256 px) per N, and the GPU-hours they imply.
+
+    FLOPs are counted on one image and scaled by 16 (every layer is linear in the batch);
+    the GPU rate is an assumption (printed), not a measurement: no GPU was available.
+    """
+    from trainer.losses import JointLoss, LossConfig
+    from trainer.models import build_model
+    from trainer.optim import OptimConfig, build_optimizer
+
+    batch = make_batch(1, PAPER_PATCH)
+    criterion = JointLoss(LossConfig(), 0.0067)
+    for quality, channels in ((3, 128), (6, 192)):
+        model = build_model("jicd", quality)
+        optimizer = build_optimizer(model, OptimConfig())
+        flops = count_flops(model, criterion, optimizer, batch, True) * PAPER_BATCH
+        total = flops * PAPER_ITERATIONS
+        hours = [total / (rate * 1e12) / 3600 for rate in ASSUMED_TFLOPS]
+        print(
+            f"N={channels}: {flops / 1e12:.2f} TFLOP per iteration, {total / 1e18:.0f} EFLOP per "
+            f"quality -> {hours[1]:.0f}-{hours[0]:.0f} GPU-hours at {ASSUMED_TFLOPS[1]:.0f}-"
+            f"{ASSUMED_TFLOPS[0]:.0f} TFLOP/s sustained"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         dp_worker(args)
+        return 0
+    if args.paper_scale:
+        paper_scale()
         return 0
     shape = f"N={args.channels}, batch {args.batch}, {args.patch}x{args.patch}"
     cost = step_cost(args)

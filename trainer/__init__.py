@@ -1,3 +1,3 @@
-"""jicd: joint end-to-end image compression and denoising (contrastive learning + multi-scale Self-ONNs)."""
+"""jicd: joint image compression and denoising (contrastive learning + multi-scale Self-ONNs)."""
 
 __version__ = "0.1.0"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from torch import Tensor, nn
 from trainer.configuration import from_dict
 from trainer.models.jicd import JointDenoisingCodec
 from trainer.models.presets import QUALITIES, ModelConfig, build_model_from_config
+from trainer.userio import write_bytes_atomic
 
 EXPORT_FORMAT = "jicd-export"
 EXPORT_VERSION = 1
@@ -124,17 +123,11 @@ def load_for_inference(
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`trainer.userio.write_bytes_atomic` (temp file + rename)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _model_from_export(payload: dict, path: str | Path) -> tuple[JointDenoisingCodec, ModelConfig]:
