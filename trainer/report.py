@@ -230,7 +230,7 @@ def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list
             )
     lines += ["", "| test | anchor | BD-rate (PSNR) | method | note |", "|---|---|---|---|---|"]
     for r in rates:
-        percent = f"{_fmt(r.percent, 2)} %"
+        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
         lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.method} | {r.note} |")
     return "\n".join(lines) + "\n"
 

@@ -241,6 +241,11 @@ class _CdfTables:
         return self.cdfs[:n], self.lengths[:n], self.offsets[:n]
 
 
+def _int_list(values: Tensor) -> list[int]:
+    """Flattened Python list for the rANS bindings (via NumPy: ~3x faster than ``tolist``)."""
+    return values.cpu().numpy().ravel().tolist()
+
+
 @contextmanager
 def single_thread() -> Iterator[None]:
     """Run the wavefront loop on one thread, whatever the caller's setting.
@@ -283,8 +288,8 @@ def encode_latent(model: nn.Module, y: Tensor, params: Tensor) -> tuple[bytes, T
     tables = _CdfTables(model.gaussian_conditional)
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(
-        torch.cat(symbols).int().flatten().tolist(),
-        torch.cat(indexes).flatten().tolist(),
+        _int_list(torch.cat(symbols).int()),
+        _int_list(torch.cat(indexes)),
         tables.cdfs,
         tables.lengths,
         tables.offsets,
@@ -304,7 +309,7 @@ def decode_latent(model: nn.Module, string: bytes, params: Tensor) -> Tensor:
         for step in range(len(net.schedule.bounds) - 1):
             index, means, span = net.predict(grid, step)
             cdfs = tables.prefix(int(index.max()))
-            values = decoder.decode_stream(index.flatten().tolist(), *cdfs)
+            values = decoder.decode_stream(_int_list(index), *cdfs)
             # array → frombuffer is ~5x faster than torch.tensor(list) for a few thousand ints.
             symbol = torch.frombuffer(array("f", values), dtype=torch.float32).to(means)
             grid.index_copy_(0, net.schedule.padded[span], symbol.view_as(means) + means)
