@@ -17,8 +17,6 @@ using the offsets in the DALI ``.idx`` file written next to every shard (same sh
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from torchvision.transforms import v2
 
 from data_pipeline.config import DataConfig, check_loader_state
 from data_pipeline.manifest import SampleLocation, check_split, load_split
+from trainer.distributed import single_thread
 
 
 def read_image(location: SampleLocation) -> Image.Image:
@@ -47,21 +46,6 @@ def _to_uint8_chw(image: Image.Image) -> torch.Tensor:
 def _to_device_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 ``(B, 3, P, P)`` -> float32 in [0, 1] on ``device`` (sent as uint8: 4x fewer bytes)."""
     return images.to(device, non_blocking=True).float().div_(255.0)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run per-sample tensor ops on one intra-op thread.
-
-    DataLoader workers already do; with ``num_workers=0`` (main process) the ops on one small
-    image are ~10x *slower* with several OpenMP threads competing for busy cores.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 _ORDER_STREAM, _SAMPLE_STREAM = 0, 1
@@ -103,7 +87,7 @@ class _TrainSamples(Dataset):
         index, seed = item
         image = read_image(self.locations[index])
         # A private RNG stream per sample: results do not depend on workers or prefetching.
-        with torch.random.fork_rng(devices=[]), _one_thread():
+        with torch.random.fork_rng(devices=[]), single_thread():
             torch.manual_seed(seed)
             left = int(torch.randint(image.width - self.patch + 1, ()))
             top = int(torch.randint(image.height - self.patch + 1, ()))

@@ -6,7 +6,11 @@ python launch/train.py --config configs/smoke.yaml data.shards=shards/
 
 import sys
 
-from trainer.train import main
+from trainer.__main__ import quiet_library_warnings
+
+quiet_library_warnings()  # before the heavy imports that trigger them
+
+from trainer.train import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train:main", "train the model (also under torchrun)"),
@@ -32,6 +33,12 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_library_warnings() -> None:
+    """Hide deprecation notices that libraries (CompressAI, DeepSpeed) trigger inside torch."""
+    for module in ("torch.jit", "torch.distributed"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its sub-command's ``main(argv[1:])``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    quiet_library_warnings()
     module_name, func_name = COMMANDS[argv[0]][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(argv[1:]) or 0)

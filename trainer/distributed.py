@@ -12,6 +12,8 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,6 +149,22 @@ def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on at least one rank (used to skip a step on all ranks)."""
     value = torch.tensor([1.0 if flag else 0.0], device=device())
     return bool(all_reduce_sum(value).item() > 0)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block on one intra-op thread, whatever the process's setting.
+
+    For many tiny ops (per-sample augmentation, the wavefront coder's small matmuls): extra
+    OpenMP threads waiting on busy cores slow them down several times, and one thread also makes
+    their arithmetic independent of the caller's thread count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def seed_all(seed: int) -> None:

@@ -55,7 +55,20 @@ def deepspeed_config(batch_per_rank: int, world_size: int, clip: float, stage: i
     }
 
 
-class DeepSpeedEngine:
+class _WrappedModel:
+    """What both engines share: the wrapper in ``self.engine``, the model inside it."""
+
+    engine: Any
+
+    @property
+    def module(self) -> nn.Module:
+        return self.engine.module
+
+    def forward(self, *args: Any) -> Any:
+        return self.engine(*args)
+
+
+class DeepSpeedEngine(_WrappedModel):
     """``deepspeed.initialize`` with our client optimizer (two parameter groups)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict):
@@ -64,13 +77,6 @@ class DeepSpeedEngine:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_config
         )
-
-    @property
-    def module(self) -> nn.Module:
-        return self.engine.module
-
-    def forward(self, *args: Any) -> Any:
-        return self.engine(*args)
 
     def step(self, loss: torch.Tensor) -> float:
         """Backward, all-reduce, clip and optimizer step; returns the global gradient norm."""
@@ -94,7 +100,7 @@ class DeepSpeedEngine:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {directory / tag}")
 
 
-class DDPEngine:
+class DDPEngine(_WrappedModel):
     """torch ``DistributedDataParallel`` with explicit clipping."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float):
@@ -102,13 +108,6 @@ class DDPEngine:
         self.engine = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.optimizer = optimizer
         self.clip = clip
-
-    @property
-    def module(self) -> nn.Module:
-        return self.engine.module
-
-    def forward(self, *args: Any) -> Any:
-        return self.engine(*args)
 
     def step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,8 @@ patches and the 1×1 entropy-parameter network as matmuls, then quantises (encod
 decodes (decoder) the wavefront's symbols. Encoder and decoder run the *same* function
 (:meth:`_WavefrontModel.predict`) on the same shapes in the same order, so the decoder derives
 bit-identically the scale indexes and means the encoder used. The loop always runs on one
-thread (:func:`single_thread`), so the caller's thread setting cannot change its arithmetic.
+thread (:func:`trainer.distributed.single_thread`), so the caller's thread setting cannot change
+its arithmetic.
 The symbols and their probability model are CompressAI's, so the rate equals the serial coder's
 (up to float rounding of the means; the y stream of a Kodak image had the same length).
 
@@ -32,14 +33,15 @@ Each image of a batch is coded on its own, so its stream never depends on the ot
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
+
+from trainer.distributed import single_thread
 
 # Spatial factor between the hyper-latent z and the latent y in Cheng2020/Minnen2018 models.
 HYPER_SCALE = 4
@@ -244,22 +246,6 @@ class _CdfTables:
 def _int_list(values: Tensor) -> list[int]:
     """Flattened Python list for the rANS bindings (via NumPy: ~3x faster than ``tolist``)."""
     return values.cpu().numpy().ravel().tolist()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the wavefront loop on one thread, whatever the caller's setting.
-
-    Its matmuls are far too small to gain from threads (and threads waiting on a busy core slow
-    them down many times), and one thread makes the loop's arithmetic independent of how many
-    threads the encoder's and the decoder's processes use.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.inference_mode()
