@@ -160,7 +160,7 @@ def data_parallel_efficiency(args: argparse.Namespace) -> dict[str, float]:
     from train_harness import make_shards
 
     with tempfile.TemporaryDirectory() as tmp:
-        shards = make_shards(Path(tmp), count=8, side=max(96, args.patch))
+        shards = make_shards(Path(tmp), count=12, side=args.patch, min_side=args.patch)
         one = images_per_second(args, 1, shards, Path(tmp))
         two = images_per_second(args, 2, shards, Path(tmp))
     return {"images_per_s_1rank": one, "images_per_s_2ranks": two, "efficiency": two / (2 * one)}

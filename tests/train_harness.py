@@ -31,8 +31,8 @@ DETERMINISTIC_KEYS = (
 )
 
 
-def make_shards(root: Path, count: int = 24, side: int = 96) -> Path:
-    """Generated smooth photos → shards (min side 64) with a 2-image validation split."""
+def make_shards(root: Path, count: int = 24, side: int = 96, min_side: int = 64) -> Path:
+    """Generated smooth photos → shards with a validation split of 10 %."""
     src, out = root / "images", root / "shards"
     src.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -40,7 +40,9 @@ def make_shards(root: Path, count: int = 24, side: int = 96) -> Path:
         coarse = rng.random((5, 5, 3)) * 255
         image = Image.fromarray(coarse.astype(np.uint8)).resize((side, side), Image.BICUBIC)
         image.save(src / f"img_{i:03d}.png")
-    prepare_shards(src, out, ShardConfig(min_side=64, val_fraction=0.1, maxcount=5, workers=1))
+    prepare_shards(
+        src, out, ShardConfig(min_side=min_side, val_fraction=0.1, maxcount=5, workers=1)
+    )
     return out
 
 
