@@ -57,7 +57,8 @@ class TrainConfig:
     aux_loss_scale: float = 1e-3
     """Factor on CompressAI's aux loss in the single backward. Adam is invariant to a constant
     gradient scale per parameter, so quantile updates are unchanged, but the global-norm clip then
-    sees (almost) only the main gradients — as with the paper's separate aux optimizer."""
+    sees (almost) only the network gradients — as with the paper's separate aux optimizer (the
+    unscaled quantile gradient, norm ≈ 2 at N=128, would shrink small network updates)."""
     log_sample_keys: bool = False
     """Write the sample keys each rank consumed to ``<run_dir>/keys/rank{R}.txt`` (for checks)."""
     inject_nan_at_step: int | None = None
