@@ -12,8 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from data_pipeline.noise import noisy_at_level
-from trainer.codec.imageio import center_crop, load_rgb, psnr_8bit
+from trainer.__main__ import quiet_library_warnings
+
+quiet_library_warnings()  # before the imports that trigger them
+
+from data_pipeline.noise import noisy_at_level  # noqa: E402
+from trainer.codec.imageio import center_crop, load_rgb, psnr_8bit  # noqa: E402
 
 LEVEL = 4
 
