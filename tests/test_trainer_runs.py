@@ -26,9 +26,12 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.distributed
-def test_non_finite_loss_on_one_rank_skips_the_step_on_all(tmp_path: Path, shards: Path) -> None:
+@pytest.mark.parametrize(
+    "engine", [["engine.kind=deepspeed", "engine.zero_stage=2"], ["engine.kind=ddp"]], ids=str
+)
+def test_non_finite_loss_on_one_rank_skips_the_step_on_all(tmp_path, shards, engine) -> None:
     run_dir = tmp_path / "run"
-    overrides = ["train.inject_nan_at_step=1", "engine.zero_stage=2", "train.steps=4"]
+    overrides = ["train.inject_nan_at_step=1", "train.steps=4", *engine]
     run_training(2, run_dir, shards, overrides)
     rows = metrics(run_dir)
     assert [r["skipped"] for r in rows] == [0.0, 1.0, 0.0, 0.0]
