@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=4, help="images per rank and step")
     parser.add_argument("--patch", type=int, default=128, help="square patch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (part 1)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="part 1 device"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model")
     parser.add_argument("--dp-steps", type=int, default=8, help="timed steps per rank (part 2)")
     parser.add_argument("--skip-dp", action="store_true", help="only part 1")
@@ -48,9 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_batch(batch: int, patch: int) -> dict[str, torch.Tensor]:
+def make_batch(batch: int, patch: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    clean = torch.rand(batch, 3, patch, patch, generator=gen)
+    clean = torch.rand(batch, 3, patch, patch, generator=gen).to(device)
     return {"clean": clean, "augmented": clean.flip(-1), "noisy": (clean + 0.05).clamp(0, 1)}
 
 
@@ -64,6 +67,12 @@ def iteration(model, criterion, optimizer, batch, three_branch: bool) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so wall-clock times cover it (no-op on CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def count_flops(model, criterion, optimizer, batch, three_branch: bool) -> int:
@@ -82,19 +91,21 @@ def step_cost(args: argparse.Namespace) -> dict[str, float]:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    batch = make_batch(args.batch, args.patch)
+    batch = make_batch(args.batch, args.patch, args.device)
     criterion = JointLoss(LossConfig(), 0.0067)
     setups = {
-        "jicd": build_model("jicd", 3, channels=args.channels),
-        "cheng2020-anchor": Cheng2020Anchor(N=args.channels),
+        "jicd": build_model("jicd", 3, channels=args.channels).to(args.device),
+        "cheng2020-anchor": Cheng2020Anchor(N=args.channels).to(args.device),
     }
     setups = {k: (m, build_optimizer(m, OptimConfig())) for k, m in setups.items()}
     flops = {k: count_flops(m, criterion, o, batch, k == "jicd") for k, (m, o) in setups.items()}
     times: dict[str, list[float]] = {k: [] for k in setups}
     for _ in range(args.repeats):
         for name, (model, optimizer) in setups.items():
+            synchronize(args.device)
             start = time.perf_counter()
             iteration(model, criterion, optimizer, batch, name == "jicd")
+            synchronize(args.device)
             times[name].append(time.perf_counter() - start)
     best = {k: sorted(v)[len(v) // 2] for k, v in times.items()}  # median
     return {
@@ -123,7 +134,7 @@ def dp_worker(args: argparse.Namespace) -> None:
     info = D.init_distributed(timeout_s=300)
     try:
         trainer = Trainer(load_config(REPO / "configs" / "smoke.yaml", overrides), info)
-        batch = make_batch(args.batch, args.patch)
+        batch = make_batch(args.batch, args.patch, str(trainer.device))
         batch = {"clean": batch["clean"], "augmented": batch["augmented"]}
         for _ in range(2):  # warm-up
             trainer.train_step(batch)
@@ -205,14 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     shape = f"N={args.channels}, batch {args.batch}, {args.patch}x{args.patch}"
     cost = step_cost(args)
-    print(f"part 1 ({shape}, {args.threads} thread(s), median of {args.repeats})")
+    print(f"part 1 ({shape}, {args.device}, {args.threads} thread(s), median of {args.repeats})")
     print(f"  three-branch jicd step  {cost['jicd_s']:.3f} s   {cost['jicd_gflop']:.1f} GFLOP")
     print(f"  plain cheng2020-anchor  {cost['anchor_s']:.3f} s   {cost['anchor_gflop']:.1f} GFLOP")
     print(f"  time ratio {cost['time_ratio']:.2f}   FLOP ratio {cost['flop_ratio']:.2f}")
     print(f"  time ratio / FLOP ratio = {cost['time_ratio'] / cost['flop_ratio']:.3f}")
     if not args.skip_dp:
         dp = data_parallel_efficiency(args)
-        print(f"part 2 ({shape}, DeepSpeed ZeRO-0, gloo, 1 thread per rank)")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        print(f"part 2 ({shape}, DeepSpeed ZeRO-0, {backend}, 1 thread per rank)")
         print(f"  1 rank   {dp['images_per_s_1rank']:.2f} images/s")
         print(f"  2 ranks  {dp['images_per_s_2ranks']:.2f} images/s")
         print(f"  data-parallel efficiency {dp['efficiency']:.3f}")
