@@ -22,4 +22,4 @@ TRAIN_DIR=${DATA:-$OUT/photos/train}
 
 "$PY" -m trainer evaluate --checkpoint "$OUT/run/export/model.pt" --name demo \
   --dataset heldout="$OUT/photos/heldout" --levels 4 --output "$OUT/results"
-"$PY" launch/demo_summary.py "$OUT/results/demo-heldout-level4.json" "$OUT/photos/heldout" "$OUT/run"
+"$PY" launch/demo_summary.py "$OUT/results" "$OUT/run"

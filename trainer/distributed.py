@@ -145,10 +145,13 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def any_rank(flag: bool) -> bool:
-    """True when ``flag`` is true on at least one rank (used to skip a step on all ranks)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device())
-    return bool(all_reduce_sum(value).item() > 0)
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """For each flag, whether it is true on at least one rank (one all-reduce for all of them).
+
+    The trainer uses it to skip a step, or stop after it, on every rank together.
+    """
+    values = torch.tensor([float(flag) for flag in flags], device=device())
+    return tuple(bool(v > 0) for v in all_reduce_sum(values).tolist())
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from trainer.codec.imageio import (
     ms_ssim_float,
     psnr_8bit,
 )
+from trainer.losses import image_bpp
 from trainer.models.io import load_for_inference
 from trainer.userio import (
     OneLineParser,
@@ -114,9 +115,7 @@ def load_denoiser(path: str | None) -> torch.jit.ScriptModule | None:
 
 def estimated_bpp(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Likelihood-estimated bpp of (1, 3, H, W) ``x`` (reported only as ``bpp-estimate``)."""
-    likelihoods = model(x)["likelihoods"]
-    bits = sum(-torch.log2(lk).sum().item() for lk in likelihoods.values())
-    return bits / (x.shape[-2] * x.shape[-1])
+    return float(image_bpp(model(x)["likelihoods"], x.shape[-2] * x.shape[-1]).sum())
 
 
 def timed(func, repeats: int):

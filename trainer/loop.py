@@ -177,7 +177,8 @@ class Trainer:
         ):
             total = total * float("nan")
         bad = not bool(torch.isfinite(total)) or float(terms["loss"].detach()) > self.loss_cap
-        skip, stop = self._agree(bad, self.stop_requested)
+        # One all-reduce: skip if any rank saw a bad loss, stop if any rank got a signal.
+        skip, stop = D.any_rank(bad, self.stop_requested)
         self.stop_requested = stop
         grad_norm = float("nan")
         if skip:
@@ -189,12 +190,6 @@ class Trainer:
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["psnr"] = float(psnr(output["x_hat"].detach(), clean).mean())
         return values | {"grad_norm": grad_norm, "skipped": float(skip)}
-
-    def _agree(self, bad: bool, stop: bool) -> tuple[bool, bool]:
-        """One all-reduce: skip if any rank saw a bad loss; stop if any rank got a signal."""
-        flags = torch.tensor([float(bad), float(stop)], device=self.device)
-        flags = D.all_reduce_sum(flags)
-        return bool(flags[0] > 0), bool(flags[1] > 0)
 
     # ------------------------------------------------------------------------------ loop
     def fit(self) -> None:

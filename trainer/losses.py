@@ -48,6 +48,20 @@ def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
     return torch.log(likelihoods.float()).sum() / (-math.log(2) * num_pixels)
 
 
+def image_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
+    """Per-image rate estimate of all latents: ``Σ −log2 p / (H·W)``.
+
+    Args:
+        likelihoods: CompressAI's ``{"y": (B, M, h, w), "z": (B, N, h', w')}``.
+        num_pixels: H·W of the input image.
+
+    Returns:
+        ``(B,)`` bits per pixel (validation per noise level, evaluation's ``bpp-estimate``).
+    """
+    bits = sum(-torch.log2(lik.float()).flatten(1).sum(dim=1) for lik in likelihoods.values())
+    return bits / num_pixels
+
+
 def guidance_loss(guidance: dict[str, Tensor]) -> Tensor:
     """Two-level guidance ``G = mean|y0 − y0_gt| + mean|y1 − y1_gt|`` (paper eq. 5)."""
     level0 = F.l1_loss(guidance["y0"].float(), guidance["y0_gt"].float())

@@ -14,24 +14,11 @@ from torch import nn
 
 from data_pipeline.noise import validation_noise
 from trainer import distributed as D
+from trainer.losses import image_bpp
 from trainer.metrics import psnr
 
 NUM_LEVELS = 4
 _FIELDS = ("count", "psnr", "bpp", "rd_loss")
-
-
-def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> torch.Tensor:
-    """Per-image rate estimate of all latents.
-
-    Args:
-        likelihoods: CompressAI's ``{"y": (B, M, h, w), "z": (B, N, h', w')}``.
-        num_pixels: H·W of the input image.
-
-    Returns:
-        ``(B,)`` bits per pixel.
-    """
-    bits = sum(-torch.log2(lik).flatten(1).sum(dim=1) for lik in likelihoods.values())
-    return bits / num_pixels
 
 
 @torch.no_grad()
@@ -58,7 +45,7 @@ def validate(
         out = model(noisy)
         x_hat = out["x_hat"].clamp(0, 1)
         mse = (x_hat - clean).pow(2).flatten(1).mean(dim=1)
-        bpp = bits_per_pixel(out["likelihoods"], clean.shape[-2] * clean.shape[-1])
+        bpp = image_bpp(out["likelihoods"], clean.shape[-2] * clean.shape[-1])
         rows = torch.stack(
             [torch.ones_like(bpp), psnr(x_hat, clean), bpp, bpp + lmbda * 255**2 * mse]
         )
