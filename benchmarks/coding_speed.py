@@ -36,7 +36,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trainer.codec import get_coder  # noqa: E402
+from jicd.codec import get_coder  # noqa: E402
 
 KODAK_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim01.png"
 

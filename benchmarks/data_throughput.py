@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from data_pipeline import DataConfig, build_train_loader
@@ -28,7 +29,7 @@ DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" 
 
 def measure(cfg: DataConfig, batches: int, warmup: int) -> float:
     """Images per second of ``batches`` training batches after ``warmup`` batches."""
-    loader = build_train_loader(cfg, rank=0, world_size=1, device="cpu", seed=0)
+    loader = build_train_loader(replace(cfg, seed=0), rank=0, world_size=1, device="cpu")
     for _ in range(warmup):
         next(loader)
     start = time.perf_counter()

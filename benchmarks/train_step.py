@@ -85,8 +85,8 @@ def step_cost(args: argparse.Namespace) -> dict[str, float]:
     """Part 1: seconds and FLOPs per iteration of both models, timed alternately."""
     from compressai.models import Cheng2020Anchor
 
+    from jicd.models import build_model
     from trainer.losses import JointLoss, LossConfig
-    from trainer.models import build_model
     from trainer.optim import OptimConfig, build_optimizer
 
     torch.set_num_threads(args.threads)
@@ -120,8 +120,8 @@ def step_cost(args: argparse.Namespace) -> dict[str, float]:
 
 def dp_worker(args: argparse.Namespace) -> None:
     """Part 2 body (one rank): the trainer's real step on in-memory batches."""
-    from trainer import distributed as D
-    from trainer.config import load_config
+    from jicd import distributed as D
+    from trainer.config import load_config, resolve_config
     from trainer.loop import Trainer
 
     torch.set_num_threads(1)
@@ -133,7 +133,8 @@ def dp_worker(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     info = D.init_distributed(timeout_s=300)
     try:
-        trainer = Trainer(load_config(REPO / "configs" / "smoke.yaml", overrides), info)
+        cfg = load_config(REPO / "configs" / "smoke.yaml", overrides)
+        trainer = Trainer(resolve_config(cfg, info.world_size), info)
         batch = make_batch(args.batch, args.patch, str(trainer.device))
         batch = {"clean": batch["clean"], "augmented": batch["augmented"]}
         for _ in range(2):  # warm-up
@@ -152,7 +153,7 @@ def dp_worker(args: argparse.Namespace) -> None:
 
 
 def images_per_second(args: argparse.Namespace, nproc: int, shards: Path, tmp: Path) -> float:
-    from trainer.distributed import free_port
+    from jicd.distributed import free_port
 
     out = tmp / f"dp{nproc}.json"
     command = [
@@ -187,8 +188,8 @@ def paper_scale() -> None:
     FLOPs are counted on one image and scaled by 16 (every layer is linear in the batch);
     the GPU rate is an assumption (printed), not a measurement: no GPU was available.
     """
+    from jicd.models import build_model
     from trainer.losses import JointLoss, LossConfig
-    from trainer.models import build_model
     from trainer.optim import OptimConfig, build_optimizer
 
     batch = make_batch(1, PAPER_PATCH)

@@ -3,17 +3,11 @@
 Public API::
 
     from data_pipeline import DataConfig, build_train_loader, build_val_loader
-    from data_pipeline.noise import add_noise, sample_train_sigmas, validation_noise, ...
     from data_pipeline.shards import ShardConfig, prepare_shards
 """
 
-from data_pipeline.config import (
-    AugmentConfig,
-    DataConfig,
-    build_train_loader,
-    build_val_loader,
-    resolve_backend,
-)
+from data_pipeline.config import AugmentConfig, DataConfig, resolve_backend
+from data_pipeline.loaders import build_train_loader, build_val_loader
 
 __all__ = [
     "AugmentConfig",

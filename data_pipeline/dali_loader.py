@@ -24,8 +24,9 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from data_pipeline.config import AugmentConfig, DataConfig, check_loader_state
-from data_pipeline.manifest import SplitFiles, check_split, load_split
+from data_pipeline.config import AugmentConfig, DataConfig
+from data_pipeline.contract import check_loader_state
+from data_pipeline.manifest import SplitFiles, check_split, load_split, split_member_name
 from data_pipeline.shards import STORED_EXTENSIONS
 
 READER_NAME = "Reader"
@@ -102,11 +103,11 @@ def train_pipeline(
 def _keys_from_sources(source: torch.Tensor) -> list[str]:
     """Sample keys from ``(B, L)`` uint8 zero-padded ``source_info`` strings."""
     names = [bytes(row).rstrip(b"\0").decode().rsplit(":", 1)[-1] for row in source.cpu().numpy()]
-    return [name.split(".", 1)[0] for name in names]
+    return [split_member_name(name)[0] for name in names]
 
 
 class DaliTrainLoader:
-    """Infinite DALI training loader of one rank (contract: :mod:`data_pipeline.config`)."""
+    """Infinite DALI training loader of one rank (contract: :mod:`data_pipeline.contract`)."""
 
     def __init__(
         self, cfg: DataConfig, rank: int, world_size: int, device: torch.device, seed: int

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from data_pipeline.shards import ShardConfig, prepare_shards
-from trainer.userio import OneLineParser, run_guarded
+from jicd.cli import OneLineParser, run_guarded
 
 PROG = "jicd prepare-shards"
 

@@ -7,6 +7,8 @@ import os
 import tarfile
 from dataclasses import dataclass
 
+from jicd.errors import UserError
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -45,7 +47,7 @@ def load_split(shards_dir: str, split: str) -> SplitFiles:
     """
     path = os.path.join(shards_dir, MANIFEST_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f"no {MANIFEST_NAME} in '{shards_dir}' (write shards with prepare-shards)")
+        raise UserError(f"no {MANIFEST_NAME} in '{shards_dir}' (write shards with prepare-shards)")
     with open(path, encoding="utf-8") as handle:
         manifest = json.load(handle)
     shards = manifest["splits"][split]["shards"]
@@ -55,6 +57,16 @@ def load_split(shards_dir: str, split: str) -> SplitFiles:
         num_samples=int(manifest["splits"][split]["num_samples"]),
         min_side=int(manifest["settings"]["min_side"]),
     )
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``"dir/key.ext.more"`` → ``("dir/key", "ext.more")``: WebDataset's rule, which DALI shares.
+
+    The sample key is everything before the first dot of the file name (dots in folder names do
+    not count); the rest is the member's extension.
+    """
+    dot = name.find(".", name.rfind("/") + 1)
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1 :])
 
 
 def write_dali_index(tar_path: str, idx_path: str) -> int:
@@ -74,8 +86,7 @@ def write_dali_index(tar_path: str, idx_path: str) -> int:
             if not member.isfile():
                 continue
             name = member.name
-            dot = name.find(".", name.rfind("/") + 1)
-            key, ext = name[:dot], name[dot + 1 :]
+            key, ext = split_member_name(name)
             if key != last_key:
                 samples.append([])
                 last_key = key
@@ -91,22 +102,22 @@ def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:
     with open(index_path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     if not lines or not lines[0].startswith("v1.2 "):
-        raise ValueError(f"{index_path}: not a DALI webdataset index (v1.2)")
+        raise UserError(f"{index_path}: not a DALI webdataset index (v1.2)")
     found = []
     for line in lines[1:]:
         _ext, offset, size, name = line.split()[:4]  # one image member per sample
-        found.append(SampleLocation(name.split(".", 1)[0], tar_path, int(offset), int(size)))
+        found.append(SampleLocation(split_member_name(name)[0], tar_path, int(offset), int(size)))
     return found
 
 
 def check_split(files: SplitFiles, split: str, patch_size: int, min_samples: int) -> None:
     """Refuse a split that cannot give ``patch_size`` crops or ``min_samples`` samples."""
     if patch_size > files.min_side:
-        raise ValueError(
+        raise UserError(
             f"data.patch_size {patch_size} exceeds the shards' min_side {files.min_side}"
         )
     if files.num_samples < min_samples:
-        raise ValueError(
+        raise UserError(
             f"{split} split has {files.num_samples} images, needs at least {min_samples} "
             "(batch size x world size)"
         )

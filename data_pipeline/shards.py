@@ -46,8 +46,9 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from data_pipeline.manifest import MANIFEST_NAME, write_dali_index
+from jicd.errors import UserError
+from jicd.files import IMAGE_SUFFIXES, find_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".jp2")
 """File suffixes (case-insensitive) that are treated as images."""
 STORED_EXTENSIONS = ("jpg", "png", "jp2")
 """Tar member extensions a shard can contain (one per sample)."""
@@ -73,11 +74,11 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         if self.lossless_format not in ("png", "jp2"):
-            raise ValueError(f"lossless_format: 'png' or 'jp2', not {self.lossless_format!r}")
+            raise UserError(f"lossless_format: 'png' or 'jp2', not {self.lossless_format!r}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.maxcount < 1 or self.min_side < 1 or self.workers < 0:
-            raise ValueError("maxcount and min_side must be >= 1 and workers >= 0")
+            raise UserError("maxcount and min_side must be >= 1 and workers >= 0")
 
 
 @dataclass
@@ -114,14 +115,9 @@ class _ShardJob:
     samples: list[Sample] = field(default_factory=list)
 
 
-def find_images(src_dir: Path) -> list[str]:
+def source_images(src_dir: Path) -> list[str]:
     """Relative POSIX paths of all image files under ``src_dir``, sorted."""
-    found = [
-        path.relative_to(src_dir).as_posix()
-        for path in src_dir.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    ]
-    return sorted(found)
+    return sorted(p.relative_to(src_dir).as_posix() for p in find_images(src_dir, recursive=True))
 
 
 def make_keys(rel_paths: list[str]) -> list[str]:
@@ -273,9 +269,9 @@ def _parallel_map(
 
 def _select(src: Path, cfg: ShardConfig) -> tuple[list[Sample], dict[str, list]]:
     """Probe every image; return the accepted samples (sorted) and the skipped ones."""
-    rel_paths = find_images(src)
+    rel_paths = source_images(src)
     if not rel_paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
     paths = [str(src / rel) for rel in rel_paths]
     probes = list(_parallel_map(probe_image, paths, cfg, "check", cfg.min_side))
     skipped: dict[str, list] = {"too_small": [], "corrupt": []}
@@ -328,7 +324,7 @@ def prepare_shards(
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src_dir}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"output folder exists and is not empty: {out_dir}")
+        raise UserError(f"output folder exists and is not empty: {out_dir}")
     samples, skipped = _select(src, cfg)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

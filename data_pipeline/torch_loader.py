@@ -25,9 +25,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data_pipeline.config import DataConfig, check_loader_state
+from data_pipeline.config import DataConfig
+from data_pipeline.contract import check_loader_state
 from data_pipeline.manifest import SampleLocation, check_split, load_split
-from trainer.distributed import single_thread
+from jicd.distributed import single_thread
 
 
 def read_image(location: SampleLocation) -> Image.Image:

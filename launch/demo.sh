@@ -14,12 +14,12 @@ export OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cach
 rm -rf "$OUT/photos" "$OUT/shards" "$OUT/results"
 "$PY" launch/demo_photos.py "$OUT/photos"   # held-out photos always come from here
 TRAIN_DIR=${DATA:-$OUT/photos/train}
-"$PY" -m trainer prepare-shards "$TRAIN_DIR" "$OUT/shards" --min-side 256 --val-fraction 0.05 \
+"$PY" -m jicd prepare-shards "$TRAIN_DIR" "$OUT/shards" --min-side 256 --val-fraction 0.05 \
   --maxcount 16
 
 "$PY" -m torch.distributed.run --standalone --nproc-per-node=2 launch/train.py \
   --config configs/demo.yaml train.run_dir="$OUT/run" data.shards="$OUT/shards"
 
-"$PY" -m trainer evaluate --checkpoint "$OUT/run/export/model.pt" --name demo \
+"$PY" -m jicd evaluate --checkpoint "$OUT/run/export/model.pt" --name demo \
   --dataset heldout="$OUT/photos/heldout" --levels 4 --output "$OUT/results"
 "$PY" launch/demo_summary.py "$OUT/results" "$OUT/run"

@@ -6,7 +6,7 @@ python launch/train.py --config configs/smoke.yaml data.shards=shards/
 
 import sys
 
-from trainer.__main__ import quiet_library_warnings
+from jicd.__main__ import quiet_library_warnings
 
 quiet_library_warnings()  # before the heavy imports that trigger them
 

@@ -9,8 +9,8 @@ import torch
 from compressai.models import Cheng2020Anchor
 from PIL import Image
 
-from trainer.models import ModelConfig, build_model_from_config
-from trainer.models.io import save_export
+from jicd.models import ModelConfig, build_model_from_config
+from jicd.models.checkpoints import save_export
 
 TINY_CHANNELS = 16
 

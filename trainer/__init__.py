@@ -1,3 +1,3 @@
-"""jicd: joint image compression and denoising (contrastive learning + multi-scale Self-ONNs)."""
-
-__version__ = "0.1.0"
+"""jicd's training system: config root, three-branch loop, losses, optimizer, DeepSpeed/DDP
+engine, checkpoints, validation and the metrics logger. Builds on :mod:`jicd` (models, noise,
+distributed) and :mod:`data_pipeline` (loaders)."""

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer import distributed as D
+from jicd import distributed as D
+from jicd.errors import UserError
+from jicd.files import torch_save_atomic, write_text_atomic
 from trainer.engine import TrainEngine
-from trainer.models.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -46,11 +47,11 @@ class CheckpointConfig:
     """How many complete checkpoints to keep (older ones are deleted)."""
     export: bool = True
     """Also write ``<run_dir>/export/model.pt``, an inference state dict loadable without
-    DeepSpeed (``trainer.models.io.load_for_inference``)."""
+    DeepSpeed (``jicd.models.checkpoints.load_for_inference``)."""
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep_last < 1:
-            raise ValueError("checkpoint.every and checkpoint.keep_last must be >= 1")
+            raise UserError("checkpoint.every and checkpoint.keep_last must be >= 1")
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,12 +72,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Checkpointer:
@@ -106,9 +101,9 @@ class Checkpointer:
         D.barrier()
         engine.save(self.staging, tag)
         (self.staging / tag).mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(rank_state, self.staging / tag / f"rank_{D.get_rank():05d}.pt")
+        torch_save_atomic(rank_state, self.staging / tag / f"rank_{D.get_rank():05d}.pt")
         if D.is_main():
-            atomic_torch_save(trainer_state, self.staging / tag / "trainer.pt")
+            torch_save_atomic(trainer_state, self.staging / tag / "trainer.pt")
         D.barrier()
         if D.is_main():
             self._publish(tag)
@@ -119,7 +114,7 @@ class Checkpointer:
         target = self.root / tag
         shutil.rmtree(target, ignore_errors=True)
         os.replace(self.staging / tag, target)
-        atomic_write_text(self.root / "latest", tag + "\n")
+        write_text_atomic(self.root / "latest", tag + "\n")
         kept = sorted(p.name for p in self.root.glob("step_*") if STEP_DIR.match(p.name))
         for old in kept[: -self.cfg.keep_last]:
             shutil.rmtree(self.root / old, ignore_errors=True)
@@ -141,7 +136,7 @@ class Checkpointer:
         """Write the inference export (rank 0 only): ``update(force=True)`` + plain state dict."""
         if not (self.cfg.export and D.is_main()):
             return None
-        from trainer.models.io import save_export
+        from jicd.models.checkpoints import save_export
 
         self.export_dir.mkdir(parents=True, exist_ok=True)
         path = self.export_dir / "model.pt"

@@ -12,24 +12,73 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_pipeline.config import DataConfig
-from data_pipeline.noise import NoiseConfig
-from trainer.checkpoint import CheckpointConfig
-from trainer.configuration import (
+from jicd.config import (
     ConfigError,
     deep_merge,
     from_dict,
     parse_overrides,
     read_yaml,
+    to_dict,
     to_yaml,
 )
+from jicd.errors import UserError
+from jicd.models import ModelConfig, lambda_for_quality
+from jicd.noise import NoiseConfig
+from trainer.checkpoint import CheckpointConfig
 from trainer.engine import EngineConfig
-from trainer.loop import TrainConfig
+from trainer.logger import LoggingConfig
 from trainer.losses import LossConfig
-from trainer.metrics import LoggingConfig
-from trainer.models import ModelConfig
 from trainer.optim import OptimConfig
 
-__all__ = ["Config", "ConfigError", "load_config", "to_yaml"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "TrainConfig",
+    "check_resume_compatible",
+    "load_config",
+    "resolve_config",
+    "to_yaml",
+]
+
+
+@dataclass
+class TrainConfig:
+    """The run: where it lives, how long it trains, what stops or skips a step."""
+
+    run_dir: str = "runs/default"
+    """Checkpoints, exports, logs and the resolved config go here; a run restarted with the same
+    run_dir resumes from its latest checkpoint."""
+    steps: int = 770_000
+    """Total optimizer iterations (the paper: 600 epochs of Flickr2W at batch 16 ≈ 770k)."""
+    seed: int = 0
+    """Base seed; each rank adds its global rank."""
+    global_batch_size: int | None = None
+    """Images per step over all ranks (the paper: 16); sets ``data.batch_size_per_gpu`` to
+    global / world size. None keeps ``data.batch_size_per_gpu`` as given."""
+    loss_cap: float | None = None
+    """Skip a step whose loss exceeds this (None: 100 for q1–q3, 1000 for q4–q6, as the paper)."""
+    val_every: int = 5000
+    """Steps between validations (0 disables validation)."""
+    init_from: str | None = None
+    """A CompressAI cheng2020-anchor checkpoint to fine-tune from (the g_a split mapping)."""
+    aux_loss_scale: float = 1e-3
+    """Factor on CompressAI's aux loss in the single backward. Adam is invariant to a constant
+    gradient scale per parameter, so quantile updates are unchanged, but the global-norm clip then
+    sees (almost) only the network gradients — as with the paper's separate aux optimizer (the
+    unscaled quantile gradient, norm ≈ 2 at N=128, would shrink small network updates)."""
+    log_sample_keys: bool = False
+    """Write the sample keys each rank consumed to ``<run_dir>/keys/rank{R}.txt`` (for checks)."""
+    inject_nan_at_step: int | None = None
+    """Testing aid: make the loss of the last rank non-finite at this step."""
+    timeout_s: float = 1800.0
+    """Collective timeout in seconds (short in tests, so a hang fails fast)."""
+    allow_config_change: bool = False
+    """Resume even when a key that changes the model or the data stream differs from the run's
+    saved ``config.yaml`` (by default such a resume is refused, naming the keys)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.val_every < 0:
+            raise UserError("train.steps and train.val_every must be >= 0")
 
 
 @dataclass
@@ -56,3 +105,93 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data = read_yaml(path) if path is not None else {}
     data = deep_merge(data, parse_overrides(overrides or []))
     return from_dict(Config, data)
+
+
+# Keys whose change on resume would silently make a different experiment: the model, the noise,
+# the data stream, the objective. Throughput-only data knobs may change freely.
+_RESUME_SENSITIVE = ("model.", "noise.", "data.", "loss.", "train.seed", "train.global_batch_size")
+_RESUME_FREE = ("data.num_threads", "data.prefetch", "data.num_workers", "data.val_batch_size")
+
+
+def default_loss_cap(quality: int) -> float:
+    """The paper's skip threshold: 100 for q1–q3, 1000 for q4–q6."""
+    return 100.0 if quality <= 3 else 1000.0
+
+
+def resolve_config(cfg: Config, world_size: int) -> Config:
+    """Fill in every derived value, so the dumped config is exactly the one that runs.
+
+    * ``data.batch_size_per_gpu`` = ``train.global_batch_size`` / world size (NT-Xent needs
+      equal batches on every rank);
+    * ``loss.lmbda`` = the quality's λ_d when unset; ``train.loss_cap`` = the paper's cap;
+    * ``data.seed`` = ``train.seed`` when unset.
+
+    Raises:
+        UserError: the global batch is not divisible by the world size.
+    """
+    total = cfg.train.global_batch_size
+    if total is not None:
+        if total % world_size:
+            raise UserError(
+                f"train.global_batch_size={total} is not divisible by the world size {world_size}"
+            )
+        cfg.data.batch_size_per_gpu = total // world_size
+    if cfg.loss.lmbda is None:
+        cfg.loss.lmbda = lambda_for_quality(cfg.model.quality)
+    if cfg.train.loss_cap is None:
+        cfg.train.loss_cap = default_loss_cap(cfg.model.quality)
+    if cfg.data.seed is None:
+        cfg.data.seed = cfg.train.seed
+    return cfg
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def changed_keys(saved: dict, current: Config) -> list[str]:
+    """Keys that change the model or the data stream and differ between two resolved configs."""
+    old, new = flatten(saved), flatten(to_dict(current))
+    if current.train.global_batch_size is not None:
+        # The per-rank batch follows the world size, which may change on resume; the global
+        # batch (compared below) is what defines the run.
+        old.pop("data.batch_size_per_gpu", None)
+        new.pop("data.batch_size_per_gpu", None)
+    keys = sorted(set(old) | set(new))
+    return [
+        k
+        for k in keys
+        if k.startswith(_RESUME_SENSITIVE)
+        and not k.startswith(_RESUME_FREE)
+        and old.get(k) != new.get(k)
+    ]
+
+
+def check_resume_compatible(saved_path: Path, current: Config) -> list[str]:
+    """Refuse a resume whose resolved config changes the experiment (unless allowed).
+
+    Returns:
+        The changed keys (empty when compatible; non-empty only with
+        ``train.allow_config_change=true``).
+
+    Raises:
+        ConfigError: one line naming the changed keys, with saved and new values.
+    """
+    saved = read_yaml(saved_path)
+    changed = changed_keys(saved, current)
+    if changed and not current.train.allow_config_change:
+        old, new = flatten(saved), flatten(to_dict(current))
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"resuming {saved_path.parent} with a different config ({detail}); use a new "
+            "train.run_dir, or train.allow_config_change=true to continue anyway"
+        )
+    return changed

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from jicd.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2):
-            raise ValueError(f"engine.zero_stage must be 0, 1 or 2, got {self.zero_stage}")
+            raise UserError(f"engine.zero_stage must be 0, 1 or 2, got {self.zero_stage}")
 
 
 def deepspeed_config(batch_per_rank: int, world_size: int, clip: float, stage: int) -> dict:
@@ -46,7 +48,7 @@ def deepspeed_config(batch_per_rank: int, world_size: int, clip: float, stage: i
         "gradient_accumulation_steps": 1,
         "gradient_clipping": clip,
         "zero_optimization": {"stage": stage},
-        # A client torch.optim.Adam under ZeRO: verified to work (stack.md), but not on
+        # A client torch.optim.Adam under ZeRO: verified to work (docs/stack.md), but not on
         # DeepSpeed's own list of tested optimizers.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
@@ -186,7 +188,7 @@ def keep_entropy_models_fp32(model: nn.Module) -> None:
     """Run the entropy bottleneck and the Gaussian conditional outside autocast, in fp32.
 
     bf16 likelihoods shift the rate by ~1.3 % and fp16 turns the 1e-9 likelihood bound into 0
-    (stack.md), so only the transforms may run in reduced precision.
+    (docs/stack.md), so only the transforms may run in reduced precision.
     """
     for name in ("entropy_bottleneck", "gaussian_conditional"):
         module = getattr(model, name)

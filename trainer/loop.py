@@ -1,7 +1,7 @@
 """The training loop: noise synthesis, the three-branch step, skipping, logging, checkpoints.
 
 No file or environment access happens here beyond what the checkpoint and metrics components do;
-rank logic comes from ``trainer.distributed``.
+rank logic comes from ``jicd.distributed``.
 """
 
 from __future__ import annotations
@@ -10,81 +10,26 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from data_pipeline import build_train_loader, build_val_loader
-from data_pipeline.noise import add_noise, sample_train_sigmas
-from trainer import distributed as D
+from jicd import distributed as D
+from jicd.metrics import psnr
+from jicd.models import build_model_from_config
+from jicd.models.checkpoints import load_compressai_anchor
+from jicd.noise import add_noise, sample_train_sigmas
 from trainer.checkpoint import Checkpointer, rng_state, set_rng_state
+from trainer.config import Config
 from trainer.engine import autocast_context, build_engine
+from trainer.logger import build_logger
 from trainer.losses import JointLoss
-from trainer.metrics import build_logger, psnr
-from trainer.models import build_model_from_config, lambda_for_quality
-from trainer.models.io import load_compressai_anchor
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.validation import validate
 
-if TYPE_CHECKING:
-    from trainer.config import Config
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """The run: where it lives, how long it trains, what stops or skips a step."""
-
-    run_dir: str = "runs/default"
-    """Checkpoints, exports, logs and the resolved config go here; a run restarted with the same
-    run_dir resumes from its latest checkpoint."""
-    steps: int = 770_000
-    """Total optimizer iterations (the paper: 600 epochs of Flickr2W at batch 16 ≈ 770k)."""
-    seed: int = 0
-    """Base seed; each rank adds its global rank."""
-    global_batch_size: int | None = None
-    """Images per step over all ranks (the paper: 16); sets ``data.batch_size_per_gpu`` to
-    global / world size. None keeps ``data.batch_size_per_gpu`` as given."""
-    loss_cap: float | None = None
-    """Skip a step whose loss exceeds this (None: 100 for q1–q3, 1000 for q4–q6, as the paper)."""
-    val_every: int = 5000
-    """Steps between validations (0 disables validation)."""
-    init_from: str | None = None
-    """A CompressAI cheng2020-anchor checkpoint to fine-tune from (the g_a split mapping)."""
-    aux_loss_scale: float = 1e-3
-    """Factor on CompressAI's aux loss in the single backward. Adam is invariant to a constant
-    gradient scale per parameter, so quantile updates are unchanged, but the global-norm clip then
-    sees (almost) only the network gradients — as with the paper's separate aux optimizer (the
-    unscaled quantile gradient, norm ≈ 2 at N=128, would shrink small network updates)."""
-    log_sample_keys: bool = False
-    """Write the sample keys each rank consumed to ``<run_dir>/keys/rank{R}.txt`` (for checks)."""
-    inject_nan_at_step: int | None = None
-    """Testing aid: make the loss of the last rank non-finite at this step."""
-    timeout_s: float = 1800.0
-    """Collective timeout in seconds (short in tests, so a hang fails fast)."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 0 or self.val_every < 0:
-            raise ValueError("train.steps and train.val_every must be >= 0")
-
-
-def default_loss_cap(quality: int) -> float:
-    return 100.0 if quality <= 3 else 1000.0
-
-
-def resolve_batch_size(cfg: Config, world_size: int) -> None:
-    """Split ``train.global_batch_size`` evenly over the ranks (NT-Xent needs equal batches)."""
-    total = cfg.train.global_batch_size
-    if total is None:
-        return
-    if total % world_size:
-        raise ValueError(
-            f"train.global_batch_size={total} is not divisible by the world size {world_size}"
-        )
-    cfg.data.batch_size_per_gpu = total // world_size
 
 
 class Trainer:
@@ -92,10 +37,9 @@ class Trainer:
 
     def __init__(self, cfg: Config, info: D.DistInfo) -> None:
         self.cfg, self.info, self.device = cfg, info, info.device
-        resolve_batch_size(cfg, info.world_size)
+        # cfg is resolved (trainer.config.resolve_config): every derived value is filled in.
         self.run_dir = Path(cfg.train.run_dir)
-        self.lmbda = cfg.loss.lmbda or lambda_for_quality(cfg.model.quality)
-        self.loss_cap = cfg.train.loss_cap or default_loss_cap(cfg.model.quality)
+        self.lmbda, self.loss_cap = cfg.loss.lmbda, cfg.train.loss_cap
         D.seed_all(cfg.train.seed + info.rank)
         model = build_model_from_config(cfg.model)
         if cfg.train.init_from:
@@ -106,9 +50,7 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, cfg.optim)
         batch = cfg.data.batch_size_per_gpu
         self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
-        self.train_loader = build_train_loader(
-            cfg.data, info.rank, info.world_size, self.device, cfg.train.seed
-        )
+        self.train_loader = build_train_loader(cfg.data, info.rank, info.world_size, self.device)
         self.val_loader = build_val_loader(cfg.data, info.rank, info.world_size, self.device)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)

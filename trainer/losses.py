@@ -8,7 +8,6 @@ from the dict, not zero, so logs never show a fake 0.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.distributed import get_rank, get_world_size
+from jicd.distributed import get_rank, get_world_size
+from jicd.errors import UserError
+from jicd.metrics import image_bpp
 
 PIXEL_SCALE = 255.0**2  # distortion on the 8-bit scale, as CompressAI's RateDistortionLoss
 
@@ -36,30 +37,35 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.lmbda is not None and self.lmbda <= 0:
-            raise ValueError(f"loss.lmbda must be > 0, got {self.lmbda}")
+            raise UserError(f"loss.lmbda must be > 0, got {self.lmbda}")
         if self.lambda_g < 0 or self.lambda_c < 0:
-            raise ValueError("loss.lambda_g and loss.lambda_c must be >= 0")
+            raise UserError("loss.lambda_g and loss.lambda_c must be >= 0")
         if self.temperature <= 0:
-            raise ValueError(f"loss.temperature must be > 0, got {self.temperature}")
+            raise UserError(f"loss.temperature must be > 0, got {self.temperature}")
 
 
-def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
-    """``Σ −log2 p / (B·H·W)``: the rate of one latent in bits per image pixel."""
-    return torch.log(likelihoods.float()).sum() / (-math.log(2) * num_pixels)
-
-
-def image_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
-    """Per-image rate estimate of all latents: ``Σ −log2 p / (H·W)``.
+def rd_terms(
+    likelihoods: dict[str, Tensor], x_hat: Tensor, clean: Tensor, lmbda: float
+) -> dict[str, Tensor]:
+    """Per-image rate–distortion terms; the one definition shared by training and validation.
 
     Args:
         likelihoods: CompressAI's ``{"y": (B, M, h, w), "z": (B, N, h', w')}``.
-        num_pixels: H·W of the input image.
+        x_hat: reconstruction ``(B, 3, H, W)``.
+        clean: target ``(B, 3, H, W)``.
+        lmbda: λ_d.
 
     Returns:
-        ``(B,)`` bits per pixel (validation per noise level, evaluation's ``bpp-estimate``).
+        ``(B,)`` tensors ``bpp_<latent>`` (one per likelihood), ``bpp``, ``mse``, ``distortion``
+        (``λ_d·255²·MSE``) and ``rd_loss`` (``bpp + distortion``).
     """
-    bits = sum(-torch.log2(lik.float()).flatten(1).sum(dim=1) for lik in likelihoods.values())
-    return bits / num_pixels
+    num_pixels = clean.size(2) * clean.size(3)
+    terms = {f"bpp_{name}": image_bpp({name: lik}, num_pixels) for name, lik in likelihoods.items()}
+    terms["bpp"] = sum(terms.values())
+    terms["mse"] = (x_hat.float() - clean.float()).pow(2).flatten(1).mean(dim=1)
+    terms["distortion"] = lmbda * PIXEL_SCALE * terms["mse"]
+    terms["rd_loss"] = terms["bpp"] + terms["distortion"]
+    return terms
 
 
 def guidance_loss(guidance: dict[str, Tensor]) -> Tensor:
@@ -163,15 +169,8 @@ class JointLoss(nn.Module):
             has a guidance branch; ``contrastive`` when it has projections; ``loss`` (the total;
             CompressAI's ``aux_loss()`` is added by the trainer).
         """
-        num_pixels = clean.size(0) * clean.size(2) * clean.size(3)
-        terms = {
-            f"bpp_{name}": bits_per_pixel(lik, num_pixels)
-            for name, lik in output["likelihoods"].items()
-        }
-        terms["bpp"] = sum(terms.values())
-        terms["mse"] = F.mse_loss(output["x_hat"].float(), clean.float())
-        terms["distortion"] = self.lmbda * PIXEL_SCALE * terms["mse"]
-        terms["rd_loss"] = terms["bpp"] + terms["distortion"]
+        per_image = rd_terms(output["likelihoods"], output["x_hat"], clean, self.lmbda)
+        terms = {name: value.mean() for name, value in per_image.items()}
         total = terms["rd_loss"]
         if "guidance" in output:
             terms["guidance"] = guidance_loss(output["guidance"])

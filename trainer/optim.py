@@ -14,6 +14,8 @@ from torch import nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from jicd.errors import UserError
+
 AUX_SUFFIX = (
     "quantiles"  # EntropyBottleneck.quantiles: the only parameters of CompressAI's aux loss
 )
@@ -40,15 +42,15 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.aux_lr <= 0:
-            raise ValueError("optim.lr and optim.aux_lr must be > 0")
+            raise UserError("optim.lr and optim.aux_lr must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas must be two values in [0, 1), got {self.betas}")
+            raise UserError(f"optim.betas must be two values in [0, 1), got {self.betas}")
         if self.warmup_steps < 0 or any(m < 0 for m in self.milestones):
-            raise ValueError("optim.warmup_steps and optim.milestones must be >= 0")
+            raise UserError("optim.warmup_steps and optim.milestones must be >= 0")
         if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"optim.milestones must be increasing, got {self.milestones}")
+            raise UserError(f"optim.milestones must be increasing, got {self.milestones}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ValueError("optim.clip_grad_norm must be > 0 (or null to disable)")
+            raise UserError("optim.clip_grad_norm must be > 0 (or null to disable)")
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

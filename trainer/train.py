@@ -21,25 +21,38 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from trainer import distributed as D
-from trainer.config import Config, ConfigError, load_config, to_yaml
+from jicd import distributed as D
+from jicd.cli import OneLineParser, run_guarded
+from jicd.files import write_json_atomic, write_text_atomic
+from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml
 
 log = logging.getLogger("jicd.train")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jicd train", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="jicd train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="YAML file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4")
     return parser.parse_args(argv)
 
 
-def write_run_metadata(cfg: Config, run_dir: Path) -> None:
-    """Resolved config, git revision and world size, written by rank 0 at start."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+def write_run_metadata(cfg: Config, run_dir: Path, changed: list[str]) -> None:
+    """Resolved config, git revision and world size, written by rank 0 at start.
+
+    On a resume the previous ``meta.json`` is kept inside the new one (``previous``), so the
+    history of launches (world sizes, revisions, allowed config changes) stays readable.
+    """
     meta = {"git_revision": git_revision(), "world_size": D.get_world_size(), "argv": sys.argv}
-    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if changed:
+        meta["config_changed_on_resume"] = changed
+    previous = run_dir / "meta.json"
+    if previous.is_file():
+        try:
+            meta["previous"] = json.loads(previous.read_text())
+        except ValueError:
+            meta["previous"] = "unreadable"
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    write_json_atomic(run_dir / "meta.json", meta)
 
 
 def git_revision() -> str:
@@ -57,33 +70,41 @@ def git_revision() -> str:
     return rev.stdout.strip() or "unknown"
 
 
-@record
-def main(argv: list[str] | None = None) -> int:
-    """parse → init distributed → build → train → teardown (on every exit path)."""
-    args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"jicd train: {err}", file=sys.stderr)
-        return 2
+def prepare_run_dir(cfg: Config) -> None:
+    """Check a resume against the saved config, then write the resolved config (rank 0)."""
+    run_dir = Path(cfg.train.run_dir)
+    saved = run_dir / "config.yaml"
+    has_checkpoint = any((run_dir / "checkpoints").glob("step_*"))
+    changed = check_resume_compatible(saved, cfg) if saved.is_file() and has_checkpoint else []
+    if changed:
+        log.warning("resuming with changed keys (allowed): %s", ", ".join(changed))
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_metadata(cfg, run_dir, changed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """init distributed → resolve → check/dump config → build → train → teardown."""
+    cfg = load_config(args.config, args.overrides)
     info = D.init_distributed(cfg.train.timeout_s)
     try:
         D.setup_logging()
+        resolve_config(cfg, info.world_size)
+        prepare_run_dir(cfg)
         from trainer.loop import Trainer  # heavy imports (DeepSpeed, DALI) after arg checks
 
-        if D.is_main():
-            write_run_metadata(cfg, Path(cfg.train.run_dir))
-        try:
-            trainer = Trainer(cfg, info)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"jicd train: {err}", file=sys.stderr)
-            return 2
-        trainer.fit()
+        Trainer(cfg, info).fit()
         return 0
     finally:
         D.cleanup()
         # Interpreter shutdown would otherwise spend 5-10 s collecting DeepSpeed/DALI objects.
         gc.freeze()
+
+
+@record
+def main(argv: list[str] | None = None) -> int:
+    """``jicd train``: the guarded runner of every jicd command around :func:`run`."""
+    return run_guarded("jicd train", lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

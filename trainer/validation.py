@@ -1,7 +1,7 @@
 """Validation: rate–distortion at the four fixed noise levels, reproducible across runs.
 
 Sample ``i`` of the validation split gets noise level ``i % 4 + 1`` seeded with ``i``
-(``data_pipeline.noise.validation_noise``), so numbers compare across runs and resumes.
+(``jicd.noise.validation_noise``), so numbers compare across runs and resumes.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from data_pipeline.noise import validation_noise
-from trainer import distributed as D
-from trainer.losses import image_bpp
-from trainer.metrics import psnr
+from jicd import distributed as D
+from jicd.metrics import psnr
+from jicd.noise import validation_noise
+from trainer.losses import rd_terms
 
 NUM_LEVELS = 4
 _FIELDS = ("count", "psnr", "bpp", "rd_loss")
@@ -44,11 +44,9 @@ def validate(
         noisy = validation_noise(clean, index)
         out = model(noisy)
         x_hat = out["x_hat"].clamp(0, 1)
-        mse = (x_hat - clean).pow(2).flatten(1).mean(dim=1)
-        bpp = image_bpp(out["likelihoods"], clean.shape[-2] * clean.shape[-1])
-        rows = torch.stack(
-            [torch.ones_like(bpp), psnr(x_hat, clean), bpp, bpp + lmbda * 255**2 * mse]
-        )
+        terms = rd_terms(out["likelihoods"], x_hat, clean, lmbda)
+        bpp = terms["bpp"]
+        rows = torch.stack([torch.ones_like(bpp), psnr(x_hat, clean), bpp, terms["rd_loss"]])
         sums.index_add_(0, (index.cpu() % NUM_LEVELS), rows.T.double().cpu())
         if D.is_main() and len(shown) < num_images:
             for i in range(min(num_images - len(shown), clean.shape[0])):

@@ -1,0 +1,47 @@
+"""The two loader factories: training (DALI or torch backend) and validation.
+
+Both return loaders that keep the batch contract of :mod:`data_pipeline.contract`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from data_pipeline.config import DataConfig, resolve_backend
+
+
+def build_train_loader(
+    cfg: DataConfig, rank: int, world_size: int, device: torch.device | str
+) -> Any:
+    """Infinite training loader of this rank (see the module docstring for the contract).
+
+    Args:
+        cfg: data config.
+        rank: global rank (selects this rank's part of every epoch).
+        world_size: number of ranks.
+        device: where batches are delivered (``cuda:<local rank>`` or ``cpu``).
+    """
+    base_seed = 0 if cfg.seed is None else cfg.seed
+    if resolve_backend(cfg.backend) == "dali":
+        from data_pipeline.dali_loader import DaliTrainLoader
+
+        return DaliTrainLoader(cfg, rank, world_size, torch.device(device), base_seed)
+    from data_pipeline.torch_loader import TorchTrainLoader
+
+    return TorchTrainLoader(cfg, rank, world_size, torch.device(device), base_seed)
+
+
+def build_val_loader(
+    cfg: DataConfig, rank: int, world_size: int, device: torch.device | str
+) -> Any:
+    """Finite validation loader: center crops, rank r gets val positions r, r + W, ...
+
+    One implementation for both backends (deterministic decoding in PIL): validation is small
+    and must give the same pixels whichever training backend is used.
+    """
+    resolve_backend(cfg.backend)  # reject an unknown backend here too
+    from data_pipeline.torch_loader import ValLoader
+
+    return ValLoader(cfg, rank, world_size, torch.device(device))

@@ -1,0 +1,178 @@
+"""The ``.jicd`` container: one compressed image plus everything needed to decode it.
+
+Layout (all integers big-endian, no alignment)::
+
+    offset  size  field
+    0       4     magic            b"JICD"
+    4       2     format version   uint16, currently 1
+    6       1     len(arch)        uint8, then `arch` as UTF-8 (e.g. "jicd", "cheng2020-anchor")
+    .       1     quality          uint8 (0 = unknown, e.g. a plain anchor state dict)
+    .       2     channels N       uint16
+    .       32    weights sha256   raw digest of the model weights (``identity["weights_sha256"]``)
+    .       1     len(coder)       uint8, then the coder name as UTF-8 ("wavefront" or "serial")
+    .       8     original size    uint32 H, uint32 W of the input image
+    .       8     padded size      uint32 H, uint32 W actually coded (multiples of 64)
+    .       8     latent shape     uint32 h, uint32 w of the hyper-latent z (CompressAI's ``shape``)
+    .       1     stream count     uint8 S (2 for Cheng2020: y then z)
+    .       4·S   stream lengths   uint32 each
+    .       Σ     streams          the entropy-coded byte strings, in order
+    end-4   4     CRC32            uint32 zlib.crc32 of every byte before it
+
+The header carries the model identity so a decoder refuses a file written with other weights
+instead of silently producing garbage, and the CRC turns bit rot or truncation into a clear
+``ValueError`` rather than an arithmetic-decoder failure deep inside CompressAI.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from jicd.errors import UserError
+from jicd.files import write_bytes_atomic
+
+MAGIC = b"JICD"
+FORMAT_VERSION = 1
+_SHA256_BYTES = 32
+_CRC = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class CodedImage:
+    """A decoded view of one ``.jicd`` file.
+
+    Attributes:
+        arch: Model architecture name from the inference identity.
+        quality: Quality index of the model (0 when unknown).
+        channels: Channel width N of the model.
+        weights_sha256: Hex sha256 of the model weights that produced the streams.
+        coder: Entropy-coding schedule, "wavefront" or "serial"; decode must use the same one.
+        original_size: (H, W) of the input image; the decoder crops back to it.
+        padded_size: (H, W) of the padded image that was coded.
+        latent_shape: (h, w) of the hyper-latent z, as passed to ``model.decompress``.
+        streams: Entropy-coded byte strings (y, then z for Cheng2020).
+    """
+
+    arch: str
+    quality: int
+    channels: int
+    weights_sha256: str
+    coder: str
+    original_size: tuple[int, int]
+    padded_size: tuple[int, int]
+    latent_shape: tuple[int, int]
+    streams: tuple[bytes, ...]
+
+    @property
+    def payload_bytes(self) -> int:
+        """Total bytes of all entropy-coded streams (the number bpp is computed from)."""
+        return sum(len(s) for s in self.streams)
+
+
+def _pack_text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 255:
+        raise UserError(f"name too long for the .jicd header (max 255 bytes): {text[:40]}…")
+    return struct.pack(">B", len(raw)) + raw
+
+
+def encode(image: CodedImage) -> bytes:
+    """Serialise ``image`` to the byte layout documented in the module docstring."""
+    digest = bytes.fromhex(image.weights_sha256)
+    if len(digest) != _SHA256_BYTES:
+        raise UserError("weights_sha256 must be a 64-character hex digest")
+    parts = [
+        MAGIC,
+        struct.pack(">H", FORMAT_VERSION),
+        _pack_text(image.arch),
+        struct.pack(">BH", image.quality, image.channels),
+        digest,
+        _pack_text(image.coder),
+        struct.pack(">6I", *image.original_size, *image.padded_size, *image.latent_shape),
+        struct.pack(">B", len(image.streams)),
+        struct.pack(f">{len(image.streams)}I", *(len(s) for s in image.streams)),
+        *image.streams,
+    ]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+class _Reader:
+    """Sequential reader over a byte buffer that reports truncation as ``ValueError``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int) -> bytes:
+        if self.pos + size > len(self.data):
+            raise UserError("not a valid .jicd file: truncated header or stream")
+        chunk = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def text(self) -> str:
+        (length,) = self.unpack(">B")
+        try:
+            return self.take(length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError("not a valid .jicd file: corrupted header text") from None
+
+
+def _check_envelope(data: bytes) -> bytes:
+    """Check magic, version and CRC32; return the body without the trailing CRC."""
+    if len(data) < len(MAGIC) + 2 + _CRC.size or data[: len(MAGIC)] != MAGIC:
+        raise UserError("not a .jicd file (bad magic number or too short)")
+    (version,) = struct.unpack(">H", data[len(MAGIC) : len(MAGIC) + 2])
+    if version != FORMAT_VERSION:
+        raise UserError(f"unsupported .jicd format version {version} (this build reads 1)")
+    body, (stored_crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
+    if zlib.crc32(body) != stored_crc:
+        raise UserError("corrupted or truncated .jicd file (CRC32 mismatch)")
+    return body
+
+
+def decode(data: bytes) -> CodedImage:
+    """Parse a ``.jicd`` byte string.
+
+    Raises:
+        ValueError: one-line message if the data is not a complete, uncorrupted ``.jicd`` file.
+    """
+    reader = _Reader(_check_envelope(data))
+    reader.take(len(MAGIC) + 2)
+    arch = reader.text()
+    quality, channels = reader.unpack(">BH")
+    weights_sha256 = reader.take(_SHA256_BYTES).hex()
+    coder = reader.text()
+    sizes = reader.unpack(">6I")
+    (count,) = reader.unpack(">B")
+    lengths = reader.unpack(f">{count}I")
+    streams = tuple(reader.take(length) for length in lengths)
+    if reader.pos != len(reader.data):
+        raise UserError("not a valid .jicd file: trailing bytes after the last stream")
+    return CodedImage(
+        arch=arch,
+        quality=quality,
+        channels=channels,
+        weights_sha256=weights_sha256,
+        coder=coder,
+        original_size=(sizes[0], sizes[1]),
+        padded_size=(sizes[2], sizes[3]),
+        latent_shape=(sizes[4], sizes[5]),
+        streams=streams,
+    )
+
+
+def read(path: str) -> CodedImage:
+    """Read and parse a ``.jicd`` file (``OSError`` for a missing file, ``ValueError`` if bad)."""
+    with open(path, "rb") as handle:
+        return decode(handle.read())
+
+
+def write(path: str, image: CodedImage) -> None:
+    """Serialise ``image`` and write it atomically to ``path``."""
+    write_bytes_atomic(path, encode(image))

@@ -1,0 +1,74 @@
+"""Image helpers shared by evaluation and the codec CLI: 8-bit RGB in/out, crop, pad.
+
+The latent grid of Cheng2020 is 1/64 of the image (four stride-2 analysis layers, two more in
+the hyper-prior), so coded images must be multiples of 64 on both sides. Evaluation
+center-crops to that (the published protocol); the CLI pads instead, so any image survives.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.ops import compute_padding
+from PIL import Image, UnidentifiedImageError
+
+from jicd.errors import UserError
+from jicd.files import write_bytes_atomic
+
+BLOCK = 64
+
+
+def load_rgb(path: str) -> torch.Tensor:
+    """Read an image file as 8-bit RGB.
+
+    Returns:
+        (1, 3, H, W) float32 in [0, 1].
+
+    Raises:
+        ValueError: the file exists but is not a readable image.
+    """
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not a readable image file") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1] → (H, W, 3) uint8, rounding to nearest."""
+    return (x[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0)
+
+
+def save_png(path: str, x: torch.Tensor) -> None:
+    """Write a (1, 3, H, W) float image in [0, 1] as an 8-bit RGB PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(x).numpy(), mode="RGB").save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def center_crop(x: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """Center-crop (B, C, H, W) to the largest multiple of ``block`` on each side (no padding)."""
+    height, width = x.shape[-2] // block * block, x.shape[-1] // block * block
+    if height == 0 or width == 0:
+        raise UserError(f"image {tuple(x.shape[-2:])} is smaller than {block} px on a side")
+    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+def pad_to_block(x: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """Replicate-pad (B, C, H, W) symmetrically up to multiples of ``block``.
+
+    Replicated borders are cheap to code (no artificial edge), and :func:`crop_to` removes them.
+    """
+    pad, _ = compute_padding(x.shape[-2], x.shape[-1], min_div=block)
+    return F.pad(x, pad, mode="replicate") if any(pad) else x
+
+
+def crop_to(x: torch.Tensor, height: int, width: int, block: int = BLOCK) -> torch.Tensor:
+    """Undo :func:`pad_to_block` for an original size of (height, width)."""
+    _, unpad = compute_padding(height, width, min_div=block)
+    return F.pad(x, unpad) if any(unpad) else x

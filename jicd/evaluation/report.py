@@ -1,0 +1,291 @@
+"""RD plots and a BD-rate table from ``jicd evaluate`` results and published reference points.
+
+    jicd report results/ --output report/
+    jicd report results/ --reference baseline_eccv22 jicdcls_released --output report/
+
+``--reference`` takes JSON files or the names of the bundled copies in ``trainer/reference/``
+(default: the ECCV'22 baseline). For every (set, level) found in the results it writes
+``rd-{set}-level{L}.png`` (PSNR and MS-SSIM vs bpp) and ``bd_rate.md`` / ``bd_rate.json``: every
+result curve against every other curve, PSNR BD-rate with the ``bjontegaard`` package (pchip;
+the cubic polynomial fit where PSNR does not increase with rate, as flagged in the table), next
+to the raw RD points.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import bjontegaard
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # headless: no display on clusters or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from jicd.cli import OneLineParser, UserError, run_guarded  # noqa: E402
+from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+DEFAULT_REFERENCE = "baseline_eccv22"
+
+
+@dataclass
+class Curve:
+    """One RD curve: points sorted by rate.
+
+    Attributes:
+        label: Legend / table name.
+        bpp: Rates in bits per pixel.
+        psnr: PSNR in dB, one per rate.
+        ms_ssim: MS-SSIM per rate, or None when the source has none.
+        quality: Quality index per point, or None.
+        measured: True for our own results, False for published reference points.
+    """
+
+    label: str
+    bpp: list[float]
+    psnr: list[float]
+    ms_ssim: list[float] | None = None
+    quality: list | None = None
+    measured: bool = True
+
+
+@dataclass
+class BdRate:
+    """A BD-rate of ``test`` against ``anchor`` (negative = fewer bits for the same PSNR)."""
+
+    test: str
+    anchor: str
+    percent: float
+    method: str
+    note: str
+
+
+def _sorted_curve(curve: Curve) -> Curve:
+    order = np.argsort(curve.bpp, kind="stable")
+
+    def pick(values):
+        return None if values is None else [values[i] for i in order]
+
+    return Curve(
+        curve.label,
+        pick(curve.bpp),
+        pick(curve.psnr),
+        pick(curve.ms_ssim),
+        pick(curve.quality),
+        curve.measured,
+    )
+
+
+def resolve_reference(spec: str) -> Path:
+    """A reference file path, or the name of a bundled one (``baseline_eccv22``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    bundled = REFERENCE_DIR / f"{path.stem}.json"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(p.stem for p in REFERENCE_DIR.glob("*.json")))
+    raise UserError(f"reference not found: {spec} (bundled: {names})")
+
+
+def load_reference(path: Path) -> dict[tuple[str, int], Curve]:
+    """Published points ``{set: {level: {bpp, psnr[, ms_ssim]}}}`` → curves per (set, level)."""
+    payload = _read_json(path)
+    curves = {}
+    for set_name, levels in payload.items():
+        if not isinstance(levels, dict):
+            continue
+        for level, points in levels.items():
+            if not (str(level).isdigit() and isinstance(points, dict) and "bpp" in points):
+                continue
+            curve = Curve(
+                path.stem,
+                points["bpp"],
+                points["psnr"],
+                points.get("ms_ssim"),
+                payload.get("qualities"),
+                measured=False,
+            )
+            curves[(set_name, int(level))] = _sorted_curve(curve)
+    if not curves:
+        raise UserError(f"{path} has no {{set: {{level: {{bpp, psnr}}}}}} reference points")
+    return curves
+
+
+def load_results(folder: Path) -> dict[tuple[str, int], list[Curve]]:
+    """``jicd evaluate`` JSONs in ``folder`` → our curves per (set, level)."""
+    if not folder.is_dir():
+        raise UserError(f"results folder not found: {folder}")
+    curves: dict[tuple[str, int], list[Curve]] = {}
+    for path in sorted(folder.glob("*.json")):
+        payload = _read_json(path)
+        if not isinstance(payload, dict) or not {"results", "set", "level"} <= payload.keys():
+            continue  # per-image files and foreign JSONs
+        res = payload["results"]
+        curve = Curve(
+            payload["name"], res["bpp"], res["psnr-rgb"], res.get("ms-ssim-rgb"), res.get("quality")
+        )
+        curves.setdefault((payload["set"], int(payload["level"])), []).append(_sorted_curve(curve))
+    if not curves:
+        raise UserError(f"no jicd evaluate results (*-SET-levelL.json) in {folder}")
+    return curves
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _increasing(values: list[float]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+def bd_rate(anchor: Curve, test: Curve, method: str = "pchip") -> BdRate:
+    """PSNR BD-rate in percent of ``test`` vs ``anchor`` with the ``bjontegaard`` package.
+
+    pchip needs PSNR strictly increasing with rate on both curves; where that fails the classic
+    cubic polynomial fit is used and the note says so. Fewer than 2 points → NaN.
+    """
+    anchor, test = _sorted_curve(anchor), _sorted_curve(test)
+    if min(len(anchor.bpp), len(test.bpp)) < 2:
+        return BdRate(test.label, anchor.label, math.nan, "-", "needs >= 2 points per curve")
+    flat = [c.label for c in (anchor, test) if not _increasing(c.psnr)]
+    notes = [f"PSNR not increasing with rate ({', '.join(flat)}): cubic fit"] if flat else []
+    chosen = "cubic" if flat else method
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        percent = bjontegaard.bd_rate(
+            anchor.bpp,
+            anchor.psnr,
+            test.bpp,
+            test.psnr,
+            method=chosen,
+            require_matching_points=False,
+        )
+    notes += [str(w.message).split(". You can")[0] for w in caught if "overlap" in str(w.message)]
+    return BdRate(test.label, anchor.label, float(percent), chosen, "; ".join(notes))
+
+
+def plot_level(set_name: str, level: int, curves: list[Curve]) -> bytes:
+    """PNG bytes with PSNR-vs-bpp and MS-SSIM-vs-bpp panels for one (set, level)."""
+    fig, (ax_psnr, ax_ssim) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, curve in enumerate(curves):
+        # Same colour for a curve in both panels; dashed crosses mark published points.
+        style = dict(
+            color=f"C{index}",
+            marker="o" if curve.measured else "x",
+            linestyle="-" if curve.measured else "--",
+        )
+        ax_psnr.plot(curve.bpp, curve.psnr, label=curve.label, **style)
+        if curve.ms_ssim and not any(v is None for v in curve.ms_ssim):
+            ax_ssim.plot(curve.bpp, curve.ms_ssim, label=curve.label, **style)
+    for axis, ylabel in ((ax_psnr, "PSNR-RGB [dB]"), (ax_ssim, "MS-SSIM (RGB)")):
+        axis.set(xlabel="bpp (real bitstreams)", ylabel=ylabel)
+        axis.grid(True, alpha=0.4)
+        if axis.lines:  # tiny images have no MS-SSIM (needs > 160 px)
+            axis.legend(fontsize="small")
+    fig.suptitle(f"{set_name}, noise level {level} (metrics against the clean image)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list[BdRate]) -> str:
+    """Raw RD points, then the BD-rates, for one (set, level)."""
+    lines = [
+        f"## {set_name}, level {level}",
+        "",
+        "| curve | q | bpp | PSNR [dB] | MS-SSIM |",
+        "|---|---|---|---|---|",
+    ]
+    for curve in curves:
+        for i, bpp in enumerate(curve.bpp):
+            quality = curve.quality[i] if curve.quality else "-"
+            ms_ssim = curve.ms_ssim[i] if curve.ms_ssim else None
+            lines.append(
+                f"| {curve.label} | {quality} | {bpp:.4f} | {curve.psnr[i]:.4f} | "
+                f"{_fmt(ms_ssim, 5)} |"
+            )
+    lines += ["", "| test | anchor | BD-rate (PSNR) | method | note |", "|---|---|---|---|---|"]
+    for r in rates:
+        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
+        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.method} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(results: dict, references: list[dict], output: Path) -> list[Path]:
+    """Write one PNG per (set, level) plus ``bd_rate.md`` and ``bd_rate.json``; return paths."""
+    output.mkdir(parents=True, exist_ok=True)
+    written, sections, table = [], [], []
+    for (set_name, level), ours in sorted(results.items()):
+        refs = [ref[(set_name, level)] for ref in references if (set_name, level) in ref]
+        curves = ours + refs
+        rates = [bd_rate(anchor, test) for test in ours for anchor in curves if anchor is not test]
+        written.append(output / f"rd-{set_name}-level{level}.png")
+        write_bytes_atomic(written[-1], plot_level(set_name, level, curves))
+        sections.append(markdown_section(set_name, level, curves, rates))
+        table.append(
+            {
+                "set": set_name,
+                "level": level,
+                "bd_rate": [vars(r) for r in rates],
+                "points": [vars(c) for c in curves],
+            }
+        )
+    header = (
+        "# BD-rate (PSNR, real bitstreams; negative = fewer bits)\n\n"
+        "bjontegaard package, pchip interpolation; cubic fit where noted.\n\n"
+    )
+    written.append(output / "bd_rate.md")
+    write_bytes_atomic(written[-1], (header + "\n".join(sections)).encode("utf-8"))
+    written.append(output / "bd_rate.json")
+    write_json_atomic(written[-1], table)
+    return written
+
+
+def build_parser() -> OneLineParser:
+    """Command-line options of ``jicd report``."""
+    parser = OneLineParser(prog="jicd report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", help="folder written by jicd evaluate")
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[DEFAULT_REFERENCE],
+        help="reference JSON files or bundled names",
+    )
+    parser.add_argument("--output", required=True, help="report folder (created)")
+    return parser
+
+
+def run(args) -> int:
+    """Load results and references, write the report."""
+    references = [load_reference(resolve_reference(spec)) for spec in args.reference]
+    written = build_report(load_results(Path(args.results)), references, Path(args.output))
+    print(f"wrote {len(written)} files to {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jicd report``."""
+    return run_guarded("jicd report", lambda: run(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

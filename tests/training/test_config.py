@@ -1,0 +1,87 @@
+"""Strict configuration: YAML + dotted overrides fill typed dataclasses; bad input is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jicd.config import parse_overrides
+from trainer.config import Config, ConfigError, load_config, to_yaml
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  quality: 2\noptim:\n  lr: 0.001\n")
+    cfg = load_config(path, ["model.quality=5", "optim.lr=2e-4", "engine.kind=ddp"])
+    assert cfg.model.quality == 5
+    assert cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.engine.kind == "ddp"
+    assert cfg.loss.temperature == pytest.approx(0.07)  # untouched default
+
+
+def test_unknown_key_names_key_and_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.qualty.*valid keys: .*quality"):
+        load_config(None, ["model.qualty=3"])
+    path = tmp_path / "c.yaml"
+    path.write_text("modle:\n  quality: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'modle'; valid keys: model"):
+        load_config(path)
+
+
+def test_wrong_type_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected float"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"train\.steps: expected int"):
+        load_config(None, ["train.steps=1.5"])
+    with pytest.raises(ConfigError, match=r"engine\.kind: invalid value 'horovod'.*deepspeed"):
+        load_config(None, ["engine.kind=horovod"])
+
+
+def test_bad_quality_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="quality"):
+        load_config(None, ["model.quality=7"])
+
+
+def test_override_syntax_error() -> None:
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_overrides(["model.quality"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(CONFIGS / "smoke.yaml", ["optim.milestones=[5, 7]"])
+    dumped = tmp_path / "resolved.yaml"
+    dumped.write_text(to_yaml(cfg))
+    assert load_config(dumped) == cfg
+    assert yaml.safe_load(dumped.read_text())["optim"]["milestones"] == [5, 7]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_paper_recipe_in_iterations() -> None:
+    for q in range(1, 7):
+        cfg = load_config(CONFIGS / f"q{q}.yaml")
+        assert cfg.model.quality == q and cfg.model.preset == "jicd"
+        assert cfg.train.global_batch_size == 16 and cfg.data.patch_size == 256
+        assert cfg.train.steps == 600 * 1283
+        assert cfg.optim.warmup_steps == 20 * 1283
+        assert cfg.optim.milestones == [450 * 1283, 550 * 1283]
+        assert (cfg.loss.lambda_g, cfg.loss.lambda_c, cfg.loss.temperature) == (3.0, 1.5, 0.07)
+        assert cfg.train.loss_cap == (100.0 if q <= 3 else 1000.0)
+        assert load_config(CONFIGS / f"baseline_q{q}.yaml").model.preset == "baseline"

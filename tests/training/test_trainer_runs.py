@@ -1,0 +1,118 @@
+"""Training runs beyond resume: skipped steps, single-process runs, fine-tuning, user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from compressai.models import Cheng2020Anchor
+from train_harness import (
+    child_env,
+    exported_state,
+    make_shards,
+    metrics,
+    run_training,
+    train_command,
+)
+
+from jicd.models import lambda_for_quality
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("data"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    "engine", [["engine.kind=deepspeed", "engine.zero_stage=2"], ["engine.kind=ddp"]], ids=str
+)
+def test_non_finite_loss_on_one_rank_skips_the_step_on_all(tmp_path, shards, engine) -> None:
+    run_dir = tmp_path / "run"
+    overrides = ["train.inject_nan_at_step=1", "train.steps=4", *engine]
+    run_training(2, run_dir, shards, overrides)
+    rows = metrics(run_dir)
+    assert [r["skipped"] for r in rows] == [0.0, 1.0, 0.0, 0.0]
+    assert rows[-1]["skipped_total"] == 1.0 and rows[-1]["step"] == 4
+    assert "grad_norm" not in rows[1]  # no optimizer step, so no norm, on the skipped step
+    assert all(r["replica_divergence"] == 0.0 for r in metrics(run_dir, "checks"))
+
+
+def test_single_process_training_reduces_the_validation_loss(tmp_path: Path, shards: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = ["optim.lr=2e-3", "optim.warmup_steps=0", "optim.milestones=[]"]
+    overrides += ["train.steps=12", "train.val_every=4", "checkpoint.every=100", "engine.kind=ddp"]
+    run_training(0, run_dir, shards, overrides)
+    val = metrics(run_dir, "val")
+    assert [v["step"] for v in val] == [4, 8, 12]
+    assert val[-1]["rd_loss"] < 0.8 * val[0]["rd_loss"]
+    assert val[-1]["psnr"] > val[0]["psnr"]
+
+
+def test_init_from_a_compressai_checkpoint(tmp_path: Path, shards: Path) -> None:
+    torch.manual_seed(3)
+    anchor = Cheng2020Anchor(N=16).state_dict()
+    torch.save(anchor, tmp_path / "anchor.pth")
+    run_dir = tmp_path / "run"
+    run_training(
+        0, run_dir, shards, [f"train.init_from={tmp_path / 'anchor.pth'}", "train.steps=0"]
+    )
+    state = exported_state(run_dir)
+    for name, value in anchor.items():
+        if name.startswith("g_a."):
+            index, rest = name.split(".", 2)[1:]
+            target = f"ga0.{index}.{rest}" if int(index) < 3 else f"ga1.{int(index) - 3}.{rest}"
+            assert torch.equal(state[target], value), target
+        elif name.startswith(("g_s.", "h_a.", "h_s.", "context_prediction.", "entropy_param")):
+            assert torch.equal(state[name], value), name
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.qualty=3", "unknown config key 'model.qualty'"),
+        ("engine.kind=horovod", "engine.kind: invalid value 'horovod'"),
+        ("data.shards=/nonexistent/shards", "/nonexistent/shards"),
+    ],
+)
+def test_user_errors_give_one_line_and_exit_2(tmp_path: Path, shards: Path, override, message):
+    command = train_command(0, tmp_path / "run", shards, [override])
+    proc = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.distributed
+def test_dumped_config_is_the_one_that_ran_and_guards_the_resume(tmp_path: Path, shards) -> None:
+    run_dir = tmp_path / "run"
+    overrides = ["train.global_batch_size=4", "train.steps=2", "checkpoint.every=2"]
+    run_training(2, run_dir, shards, overrides)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # Every derived value is resolved before the dump: 4 images over 2 ranks, λ of q1, seeds.
+    assert saved["data"]["batch_size_per_gpu"] == 2
+    assert saved["loss"]["lmbda"] == lambda_for_quality(1)
+    assert saved["data"]["seed"] == saved["train"]["seed"] == 0
+    assert saved["train"]["loss_cap"] == 100.0
+    assert json.loads((run_dir / "meta.json").read_text())["world_size"] == 2
+
+    changed = [*overrides, "model.channels=24", "train.steps=3"]
+    proc = subprocess.run(
+        train_command(2, run_dir, shards, changed),
+        env=child_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors and "model.channels: 16 -> 24" in errors[0] and "allow_config_change" in errors[0]
+    assert "Traceback" not in proc.stderr
+    # The refused launch left the run as it was.
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == saved
+    # A throughput-only change (and more steps) resumes.
+    run_training(2, run_dir, shards, [*overrides, "train.steps=3", "data.num_threads=2"])
+    assert metrics(run_dir)[-1]["step"] == 3
