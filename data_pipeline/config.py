@@ -61,6 +61,11 @@ class DataConfig:
     rank. None: ``train.seed``."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Positive-view augmentation."""
+    max_bad_fraction: float = 0.01
+    """Stop when more than this fraction of the training samples proved undecodable (each one
+    is skipped, logged and excluded for the rest of the run; see data_pipeline.bad_samples)."""
+    max_bad_in_a_row: int = 10
+    """Stop when more than this many training batches in a row held undecodable samples."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -69,6 +74,8 @@ class DataConfig:
             )
         if min(self.patch_size, self.batch_size_per_gpu, self.val_batch_size) < 1:
             raise UserError("data.patch_size and the batch sizes must be >= 1")
+        if not 0.0 <= self.max_bad_fraction <= 1.0 or self.max_bad_in_a_row < 0:
+            raise UserError("data.max_bad_fraction must be in [0, 1], data.max_bad_in_a_row >= 0")
 
 
 def resolve_backend(backend: str) -> str:

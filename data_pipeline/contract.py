@@ -4,12 +4,26 @@ Batch contract of every training loader (both backends)::
 
     {"clean": (B, 3, P, P) float32 in [0, 1] on device,      # random crop = target
      "augmented": (B, 3, P, P) float32 in [0, 1] on device,  # flip + colour jitter + RRC of clean
-     "keys": list[str]}
+     "keys": list[str],
+     "bad_samples": list[BadSample]}                         # usually empty
 
-an infinite iterable with ``state_dict()`` / ``load_state_dict()`` for an exact resume, and the
-same number of full batches per epoch on every rank. Validation loaders are finite and yield
-``{"clean", "keys", "index": LongTensor (B,)}`` (``index`` = position in the val split; rank r gets
-positions r, r + W, ...). Noise is added by the trainer (:mod:`jicd.noise`).
+an infinite iterable with ``state_dict()`` / ``load_state_dict()`` for an exact resume,
+``exclude(keys)``, and the same number of full batches per epoch on every rank. A batch with
+``bad_samples`` (undecodable samples, :mod:`data_pipeline.bad_samples`) must not be trained on:
+the caller drops it on *every* rank (one flag all-reduced), merges the reports of all ranks and
+calls ``exclude`` with the same keys everywhere, which keeps the per-rank batch counts equal.
+
+Validation loaders are finite and yield ``{"clean", "keys", "index": LongTensor (B,)}``
+(``index`` = position in the val split; rank r gets positions r, r + W, ...); undecodable
+samples are left out of their batch and collected in ``loader.bad_samples``. Noise is added by
+the trainer (:mod:`jicd.noise`).
+
+**Another world size.** A state saved with W ranks loads into W' ranks: the run continues at
+the same epoch and the same fraction of it. With the torch backend and an unchanged global
+batch this is the very same global batches (same samples, same crops), only split differently
+among the ranks; with DALI the rest of that epoch is a seeded random subset of the same size
+(DALI does not say which samples its shuffle buffer has served), after which full epochs
+follow (:mod:`data_pipeline.dali_loader`).
 """
 
 from __future__ import annotations
@@ -19,11 +33,17 @@ from typing import Any
 from jicd.errors import UserError
 
 
-def check_loader_state(state: dict[str, Any], backend: str, rank: int, world_size: int) -> None:
-    """Refuse a loader state saved by another backend, rank or world size."""
-    saved = (state.get("backend"), state.get("rank"), state.get("world_size"))
-    if saved != (backend, rank, world_size):
+def check_loader_state(state: dict[str, Any], backend: str, rank: int, world_size: int) -> bool:
+    """Refuse a loader state of another backend, or of another rank at the same world size.
+
+    Returns:
+        True when the state was saved with another world size (the loader then continues from
+        the saved epoch and fraction instead of restoring exactly).
+    """
+    if state.get("backend") != backend:
+        raise UserError(f"loader state is for backend {state.get('backend')!r}, not {backend!r}")
+    if state.get("world_size") == world_size and state.get("rank") != rank:
         raise UserError(
-            f"loader state is for (backend, rank, world size) {saved}, "
-            f"not {(backend, rank, world_size)}"
+            f"loader state is for rank {state.get('rank')} of {world_size}, not rank {rank}"
         )
+    return state.get("world_size") != world_size

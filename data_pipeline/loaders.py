@@ -5,6 +5,7 @@ Both return loaders that keep the batch contract of :mod:`data_pipeline.contract
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -13,7 +14,11 @@ from data_pipeline.config import DataConfig, resolve_backend
 
 
 def build_train_loader(
-    cfg: DataConfig, rank: int, world_size: int, device: torch.device | str
+    cfg: DataConfig,
+    rank: int,
+    world_size: int,
+    device: torch.device | str,
+    excluded: Iterable[str] = (),
 ) -> Any:
     """Infinite training loader of this rank (see the module docstring for the contract).
 
@@ -22,19 +27,24 @@ def build_train_loader(
         rank: global rank (selects this rank's part of every epoch).
         world_size: number of ranks.
         device: where batches are delivered (``cuda:<local rank>`` or ``cpu``).
+        excluded: keys of training samples never to read (the run's known undecodable ones).
     """
     base_seed = 0 if cfg.seed is None else cfg.seed
     if resolve_backend(cfg.backend) == "dali":
         from data_pipeline.dali_loader import DaliTrainLoader
 
-        return DaliTrainLoader(cfg, rank, world_size, torch.device(device), base_seed)
+        return DaliTrainLoader(cfg, rank, world_size, torch.device(device), base_seed, excluded)
     from data_pipeline.torch_loader import TorchTrainLoader
 
-    return TorchTrainLoader(cfg, rank, world_size, torch.device(device), base_seed)
+    return TorchTrainLoader(cfg, rank, world_size, torch.device(device), base_seed, excluded)
 
 
 def build_val_loader(
-    cfg: DataConfig, rank: int, world_size: int, device: torch.device | str
+    cfg: DataConfig,
+    rank: int,
+    world_size: int,
+    device: torch.device | str,
+    excluded: Iterable[str] = (),
 ) -> Any:
     """Finite validation loader: center crops, rank r gets val positions r, r + W, ...
 
@@ -42,6 +52,6 @@ def build_val_loader(
     and must give the same pixels whichever training backend is used.
     """
     resolve_backend(cfg.backend)  # reject an unknown backend here too
-    from data_pipeline.torch_loader import ValLoader
+    from data_pipeline.val_loader import ValLoader
 
-    return ValLoader(cfg, rank, world_size, torch.device(device))
+    return ValLoader(cfg, rank, world_size, torch.device(device), excluded)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jicd.errors import UserError
+from jicd.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
 
@@ -20,6 +22,8 @@ class SampleLocation:
     tar_path: str
     offset: int
     size: int
+    member: str = ""
+    """Tar member name (``<key>.<ext>``)."""
 
 
 @dataclass
@@ -106,7 +110,8 @@ def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:
     found = []
     for line in lines[1:]:
         _ext, offset, size, name = line.split()[:4]  # one image member per sample
-        found.append(SampleLocation(split_member_name(name)[0], tar_path, int(offset), int(size)))
+        key = split_member_name(name)[0]
+        found.append(SampleLocation(key, tar_path, int(offset), int(size), name))
     return found
 
 
@@ -121,3 +126,32 @@ def check_split(files: SplitFiles, split: str, patch_size: int, min_samples: int
             f"{split} split has {files.num_samples} images, needs at least {min_samples} "
             "(batch size x world size)"
         )
+
+
+def filtered_split(
+    files: SplitFiles, keep: Callable[[str], bool], directory: str | os.PathLike
+) -> SplitFiles:
+    """The same shards with DALI indexes that list only the samples whose key ``keep`` accepts.
+
+    The tars are not touched; the new ``.idx`` files are written into ``directory`` (a shard
+    that keeps no sample is left out).
+    """
+    tar_paths, index_paths, total = [], [], 0
+    for number, (tar_path, index_path) in enumerate(
+        zip(files.tar_paths, files.index_paths, strict=True)
+    ):
+        with open(index_path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()[1:]
+        kept = [line for line in lines if keep(split_member_name(line.split()[3])[0])]
+        if not kept:
+            continue
+        if len(kept) == len(lines):
+            tar_paths.append(tar_path)
+            index_paths.append(index_path)
+        else:
+            path = os.path.join(directory, f"{number:06d}-{os.path.basename(index_path)}")
+            write_text_atomic(path, "\n".join([f"v1.2 {len(kept)}", *kept]) + "\n")
+            tar_paths.append(tar_path)
+            index_paths.append(path)
+        total += len(kept)
+    return SplitFiles(tar_paths, index_paths, total, files.min_side)

@@ -28,26 +28,23 @@ written under a temporary name and renamed at the end, so a crash leaves no half
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import webdataset as wds
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from data_pipeline.manifest import MANIFEST_NAME, write_dali_index
+from data_pipeline.parallel import parallel_map, worker_count
+from data_pipeline.verify import verify_shards
 from jicd.errors import UserError
-from jicd.files import IMAGE_SUFFIXES, find_images
+from jicd.files import IMAGE_SUFFIXES, find_images, sha256_file
+from jicd.pixels import png_bit_depth, to_rgb8
 
 """File suffixes (case-insensitive) that are treated as images."""
 STORED_EXTENSIONS = ("jpg", "png", "jp2")
@@ -158,21 +155,9 @@ def _storage_of(img: Image.Image, path: str) -> str:
     rotated = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
     if ext is None or img.mode not in ("RGB", "L") or rotated:
         return "lossless"
-    if ext == "png":
-        with open(path, "rb") as handle:
-            header = handle.read(26)
-        # IHDR bit depth (byte 24) must be 8: PIL reports 16-bit RGB PNGs as mode "RGB" too.
-        if header[24] != 8:
-            return "lossless"
+    if ext == "png" and png_bit_depth(path) != 8:  # PIL reports 16-bit RGB PNGs as "RGB" too
+        return "lossless"
     return ext
-
-
-def to_rgb8(img: Image.Image) -> Image.Image:
-    """8-bit RGB version of ``img``; 16-bit grey is rescaled (PIL's ``convert`` would clip it)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        grey = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
-        img = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
-    return img.convert("RGB")
 
 
 def _stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
@@ -191,14 +176,6 @@ def _stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
     return lossless_format, buffer.getvalue()
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_shard_group(job: _ShardJob, maxcount: int) -> list[dict]:
     """Write ``job.samples`` as shards ``<split>-<first_shard>...``; return one record per shard."""
     records: list[dict] = []
@@ -208,7 +185,7 @@ def _write_shard_group(job: _ShardJob, maxcount: int) -> list[dict]:
         count = write_dali_index(tar_path, idx_path)
         name = os.path.basename(tar_path)
         records.append({"name": name, "index": os.path.basename(idx_path), "num_samples": count})
-        records[-1]["sha256"] = _sha256(tar_path)
+        records[-1].update(size=os.path.getsize(tar_path), sha256=sha256_file(tar_path))
 
     pattern = os.path.join(job.out_dir.replace("%", "%%"), f"{job.split}-%06d.tar")
     # mtime/user/group/mode fixed and encoder off: identical input gives identical bytes.
@@ -237,34 +214,12 @@ def _shard_jobs(
 ) -> list[_ShardJob]:
     """Cut ``samples`` into groups of whole shards, about one group per worker."""
     n_shards = -(-len(samples) // cfg.maxcount)
-    per_job = max(1, -(-n_shards // _worker_count(cfg)))
+    per_job = max(1, -(-n_shards // worker_count(cfg.workers)))
     jobs = []
     for first in range(0, n_shards, per_job):
         chunk = samples[first * cfg.maxcount : (first + per_job) * cfg.maxcount]
         jobs.append(_ShardJob(out_dir, src, split, first, chunk))
     return jobs
-
-
-def _worker_count(cfg: ShardConfig) -> int:
-    return cfg.workers or os.cpu_count() or 1
-
-
-def _parallel_map(
-    func: Callable[..., Any], items: list, cfg: ShardConfig, desc: str, *args: Any
-) -> Iterator[Any]:
-    """``func(item, *args)`` for each item, in order, in ``cfg.workers`` processes, with a bar."""
-    bar = tqdm(total=len(items), desc=desc, unit="img" if desc == "check" else "group")
-    with bar:
-        if _worker_count(cfg) == 1 or len(items) <= 1:
-            for item in items:
-                yield func(item, *args)
-                bar.update()
-            return
-        with ProcessPoolExecutor(_worker_count(cfg)) as pool:
-            chunk = max(1, len(items) // (8 * _worker_count(cfg)))
-            for result in pool.map(func, items, *[[a] * len(items) for a in args], chunksize=chunk):
-                yield result
-                bar.update()
 
 
 def _select(src: Path, cfg: ShardConfig) -> tuple[list[Sample], dict[str, list]]:
@@ -273,7 +228,7 @@ def _select(src: Path, cfg: ShardConfig) -> tuple[list[Sample], dict[str, list]]
     if not rel_paths:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
     paths = [str(src / rel) for rel in rel_paths]
-    probes = list(_parallel_map(probe_image, paths, cfg, "check", cfg.min_side))
+    probes = list(parallel_map(probe_image, paths, cfg.workers, "check", "img", cfg.min_side))
     skipped: dict[str, list] = {"too_small": [], "corrupt": []}
     accepted = []
     for rel, probe in zip(rel_paths, probes, strict=True):
@@ -333,6 +288,14 @@ def prepare_shards(
         manifest = _write_all(samples, skipped, src, str(tmp), cfg)
         with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)
+        # Read back what was written, as `jicd check-shards` does, before the folder appears.
+        problems = verify_shards(tmp, cfg.workers)["problems"]
+        if problems:
+            first = problems[0]
+            raise UserError(
+                f"the shards written do not verify ({len(problems)} problems; first: "
+                f"{first['shard']}:{first['member']}: {first['problem']})"
+            )
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -348,7 +311,7 @@ def _write_all(
     """Write both splits' shards into ``tmp``; return the manifest."""
     splits = split_samples(samples, cfg.val_fraction)
     jobs = [job for name in SPLITS for job in _shard_jobs(splits[name], name, cfg, tmp, str(src))]
-    groups = _parallel_map(_write_shard_group, jobs, cfg, "write", cfg.maxcount)
+    groups = parallel_map(_write_shard_group, jobs, cfg.workers, "write", "group", cfg.maxcount)
     shards = [record for group in groups for record in group]
     return {
         "format": "jicd-shards",

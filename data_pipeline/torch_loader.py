@@ -1,12 +1,17 @@
 """Pure-torch loaders (PIL + torchvision) with the same batch contract as the DALI loader.
 
-Training sampling is an exact function of ``(seed, epoch, rank)``: epoch ``e`` is a permutation
-of all training samples drawn from the *base* seed (identical on every rank), rank ``r`` takes
-positions ``r, r + W, ...`` cut to ``N // W`` samples, and the rank's batches are the full
-``batch_size`` slices of that (the rest is dropped). So ranks see disjoint samples, every rank has
-the same number of batches per epoch, and a resume only needs the number of batches consumed.
-Each sample's crop and augmentation come from its own seed ``(seed + rank, epoch, position)``,
-independent of worker count and prefetching.
+Training sampling is an exact function of ``(seed, epoch, excluded samples, rank, W)``: epoch
+``e`` is a permutation of the training samples drawn from the *base* seed (identical on every
+rank) without the samples excluded when the epoch began, rank ``r`` takes positions
+``r, r + W, ...`` cut to ``n // W`` samples, and the rank's batches are the full ``batch_size``
+slices of that (the rest is dropped). So ranks see disjoint samples, every rank has the same
+number of batches per epoch, global batch ``b`` is permutation positions ``[b·G, (b + 1)·G)``
+whatever the world size, and a resume only needs ``(epoch, batch)`` and the epoch's exclusions.
+Each sample's crop and augmentation come from its own seed ``(seed, epoch, global position)``,
+independent of worker count, prefetching and world size.
+
+An undecodable sample does not raise: its batch comes back with ``bad_samples`` (see
+:mod:`data_pipeline.bad_samples`) and the caller drops it on every rank and calls ``exclude``.
 
 Why not ``wds.WebDataset(resampled=True, nodesplitter=split_by_node)``: in webdataset 1.0.2 a
 resampled shard stream is drawn with replacement from a time-seeded RNG, so ranks read
@@ -17,7 +22,9 @@ using the offsets in the DALI ``.idx`` file written next to every shard (same sh
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from data_pipeline.bad_samples import bad_sample, error_line
 from data_pipeline.config import DataConfig
 from data_pipeline.contract import check_loader_state
 from data_pipeline.manifest import SampleLocation, check_split, load_split
@@ -39,12 +47,12 @@ def read_image(location: SampleLocation) -> Image.Image:
     return Image.open(io.BytesIO(payload)).convert("RGB")
 
 
-def _to_uint8_chw(image: Image.Image) -> torch.Tensor:
+def to_uint8_chw(image: Image.Image) -> torch.Tensor:
     """``(3, H, W)`` uint8 tensor of an RGB PIL image."""
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def _to_device_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 ``(B, 3, P, P)`` -> float32 in [0, 1] on ``device`` (sent as uint8: 4x fewer bytes)."""
     return images.to(device, non_blocking=True).float().div_(255.0)
 
@@ -58,15 +66,43 @@ def _derived_seed(stream: int, seed: int, epoch: int, position: int = 0) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def rank_epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
-    """Sample indices rank ``rank`` reads in ``epoch``: disjoint across ranks, equal counts."""
+def epoch_order(num_samples: int, seed: int, epoch: int, excluded: AbstractSet[int] = frozenset()):
+    """Every sample of ``epoch`` in reading order (one permutation, the same on every rank)."""
     generator = torch.Generator().manual_seed(_derived_seed(_ORDER_STREAM, seed, epoch))
-    order = torch.randperm(num_samples, generator=generator)
-    return order[rank::world][: num_samples // world].tolist()
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    return [i for i in order if i not in excluded]
+
+
+def rank_epoch_order(
+    num_samples: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    excluded: AbstractSet[int] = frozenset(),
+) -> list[int]:
+    """Sample indices rank ``rank`` reads in ``epoch``: disjoint across ranks, equal counts.
+
+    Rank ``r`` takes positions ``r, r + W, ...`` of :func:`epoch_order`, so global batch ``b``
+    (all ranks' batch ``b`` together) is positions ``[b·G, (b + 1)·G)`` for any W with the same
+    global batch G.
+    """
+    order = epoch_order(num_samples, seed, epoch, excluded)
+    return order[rank::world][: len(order) // world]
+
+
+class _Item(NamedTuple):
+    """What the batch plan asks the dataset for: one sample of one batch."""
+
+    index: int
+    seed: int
+    excluded: bool  # known undecodable: not read, the batch is dropped
+    epoch: int
+    batch: int
 
 
 class _TrainSamples(Dataset):
-    """Map-style dataset: ``(sample index, sample seed)`` -> ``(clean, augmented, key)``."""
+    """Map-style dataset: :class:`_Item` -> ``(clean, augmented, key, bad | None, item)``."""
 
     def __init__(self, locations: list[SampleLocation], cfg: DataConfig) -> None:
         self.locations, self.patch = locations, cfg.patch_size
@@ -84,49 +120,83 @@ class _TrainSamples(Dataset):
     def __len__(self) -> int:
         return len(self.locations)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        index, seed = item
-        image = read_image(self.locations[index])
+    def __getitem__(self, item: _Item) -> tuple:
+        location = self.locations[item.index]
+        bad = None
+        if item.excluded:
+            bad = bad_sample("train", location, "excluded earlier in this run")
+        else:
+            try:
+                image = read_image(location)
+                image.load()
+            except Exception as exc:  # PIL raises many unrelated types for bad data
+                bad = bad_sample("train", location, error_line(exc))
+        if bad is not None:
+            empty = torch.zeros(3, self.patch, self.patch, dtype=torch.uint8)
+            return empty, empty, location.key, bad, item
         # A private RNG stream per sample: results do not depend on workers or prefetching.
         with torch.random.fork_rng(devices=[]), single_thread():
-            torch.manual_seed(seed)
+            torch.manual_seed(item.seed)
             left = int(torch.randint(image.width - self.patch + 1, ()))
             top = int(torch.randint(image.height - self.patch + 1, ()))
-            clean = _to_uint8_chw(image.crop((left, top, left + self.patch, top + self.patch)))
+            clean = to_uint8_chw(image.crop((left, top, left + self.patch, top + self.patch)))
             augmented = self.augment(clean)
-        return clean, augmented, self.locations[index].key
+        return clean, augmented, location.key, None, item
 
 
 class _BatchPlan:
-    """Infinite batch sampler from global step ``start``: lists of ``(index, seed)``."""
+    """Infinite batch sampler from ``(epoch, batch)``: lists of :class:`_Item`.
+
+    ``excluded`` is the live set of excluded sample indices; each epoch's order leaves out the
+    ones known when the epoch was entered (``snapshots[epoch]``): a sample excluded later in that
+    epoch cannot come again in it (an epoch reads each sample once), and if it was scheduled
+    before its exclusion (a resume from an older checkpoint) it is marked, not read.
+    """
 
     def __init__(self, num_samples: int, cfg: DataConfig, seed: int, rank: int, world: int):
         self.num_samples, self.batch, self.seed = num_samples, cfg.batch_size_per_gpu, seed
         self.rank, self.world = rank, world
-        self.batches_per_epoch = (num_samples // world) // self.batch
-        self.start = 0
+        self.excluded: set[int] = set()
+        self.snapshots: dict[int, frozenset[int]] = {}
+        self.start = (0, 0)
+
+    def batches_in(self, epoch: int) -> int:
+        """Full batches of ``epoch`` on every rank (fewer once samples are excluded)."""
+        snapshot = self.snapshots.get(epoch, frozenset(self.excluded))
+        return (self.num_samples - len(snapshot)) // (self.world * self.batch)
 
     def __iter__(self):
-        step = self.start
+        epoch, first = self.start
         while True:
-            epoch, first = divmod(step, self.batches_per_epoch)
-            order = rank_epoch_order(self.num_samples, self.seed, epoch, self.rank, self.world)
-            for b in range(first, self.batches_per_epoch):
-                positions = range(b * self.batch, (b + 1) * self.batch)
-                # Augmentation seed: base + rank (distinct streams per rank), epoch, position.
-                yield [
-                    (order[p], _derived_seed(_SAMPLE_STREAM, self.seed + self.rank, epoch, p))
-                    for p in positions
-                ]
-            step = (epoch + 1) * self.batches_per_epoch
+            snapshot = self.snapshots.setdefault(epoch, frozenset(self.excluded))
+            order = rank_epoch_order(
+                self.num_samples, self.seed, epoch, self.rank, self.world, snapshot
+            )
+            for b in range(first, len(order) // self.batch):
+                items = []
+                for p in range(b * self.batch, (b + 1) * self.batch):
+                    # Seed of the sample's crop and augmentation: its global position in the
+                    # epoch, so the same global batch gets the same crops at any world size.
+                    g = self.rank + self.world * p
+                    seed = _derived_seed(_SAMPLE_STREAM, self.seed, epoch, g)
+                    index = order[p]
+                    items.append(_Item(index, seed, index in self.excluded, epoch, b))
+                yield items
+            epoch, first = epoch + 1, 0
 
 
-def _collate_train(samples: list[tuple[torch.Tensor, torch.Tensor, str]]) -> dict[str, Any]:
-    clean, augmented, keys = zip(*samples, strict=True)
-    return {"clean": torch.stack(clean), "augmented": torch.stack(augmented), "keys": list(keys)}
+def _collate_train(samples: list[tuple]) -> dict[str, Any]:
+    clean, augmented, keys, bad, items = zip(*samples, strict=True)
+    return {
+        "clean": torch.stack(clean),
+        "augmented": torch.stack(augmented),
+        "keys": list(keys),
+        "bad_samples": [b for b in bad if b is not None],
+        "position": (items[0].epoch, items[0].batch),
+    }
 
 
-def _loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
+def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
     if cfg.num_workers > 0:
         kwargs["prefetch_factor"] = cfg.prefetch
@@ -134,101 +204,100 @@ def _loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
 
 
 class TorchTrainLoader:
-    """Infinite torch training loader of one rank (contract: :mod:`data_pipeline.config`)."""
+    """Infinite torch training loader of one rank (contract: :mod:`data_pipeline.contract`)."""
 
     def __init__(
-        self, cfg: DataConfig, rank: int, world_size: int, device: torch.device, seed: int
+        self,
+        cfg: DataConfig,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        seed: int,
+        excluded: Iterable[str] = (),
     ) -> None:
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         files = load_split(cfg.shards, "train")
         check_split(files, "train", cfg.patch_size, cfg.batch_size_per_gpu * world_size)
         self.dataset = _TrainSamples(files.locations(), cfg)
+        self._index = {loc.key: i for i, loc in enumerate(self.dataset.locations)}
         self.plan = _BatchPlan(len(self.dataset), cfg, seed, rank, world_size)
-        self.step = 0  # batches handed to the caller (not the ones prefetched)
+        self.position = (0, 0)  # (epoch, batch) of the next batch handed to the caller
         self._batches: Any = None
+        self.exclude(excluded)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size_per_gpu * self.world_size
 
     def __iter__(self) -> TorchTrainLoader:
         return self
 
     def __next__(self) -> dict[str, Any]:
         if self._batches is None:
-            self.plan.start = self.step
+            self.plan.start = self.position
             loader = DataLoader(
                 self.dataset,
                 batch_sampler=self.plan,
                 collate_fn=_collate_train,
-                **_loader_kwargs(self.cfg, self.device),
+                **loader_kwargs(self.cfg, self.device),
             )
             self._batches = iter(loader)
         batch = next(self._batches)
-        self.step += 1
-        batch["clean"] = _to_device_float(batch["clean"], self.device)
-        batch["augmented"] = _to_device_float(batch["augmented"], self.device)
+        epoch, index = batch.pop("position")
+        self.position = (epoch, index + 1)
+        for done in [e for e in self.plan.snapshots if e < epoch]:
+            del self.plan.snapshots[done]  # finished epochs: their exclusions are not needed
+        batch["clean"] = to_device_float(batch["clean"], self.device)
+        batch["augmented"] = to_device_float(batch["augmented"], self.device)
         return batch
+
+    def exclude(self, keys: Iterable[str]) -> None:
+        """Never read these samples again (call with the same keys on every rank).
+
+        Prefetched batches are dropped, so what follows depends only on the position and the
+        excluded set, as after a resume.
+        """
+        new = {self._index[k] for k in keys if k in self._index} - self.plan.excluded
+        if new:
+            self.plan.excluded |= new
+            self._batches = None
 
     @property
     def batches_per_epoch(self) -> int:
-        """Full batches per epoch (identical on every rank)."""
-        return self.plan.batches_per_epoch
+        """Full batches of the current epoch (identical on every rank)."""
+        return self.plan.batches_in(self.position[0])
 
     def state_dict(self) -> dict[str, Any]:
-        """Batches consumed so far: with the config and seed, all a resume needs."""
+        """Position (epoch, batch) and the exclusions the current epoch started with."""
+        epoch, batch = self.position
+        snapshot = self.plan.snapshots.get(epoch, frozenset(self.plan.excluded))
         return {
             "backend": "torch",
             "rank": self.rank,
             "world_size": self.world_size,
-            "step": self.step,
+            "global_batch": self.global_batch,
+            "epoch": epoch,
+            "batch": batch,
+            "epoch_excluded": sorted(self.dataset.locations[i].key for i in snapshot),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after batch ``state["step"]``; prefetched batches of the old run are dropped."""
+        """Continue after the saved position; prefetched batches of the old run are dropped.
+
+        Another world size continues at the same epoch and the same number of samples into it
+        (the same global batches when the global batch is unchanged; see the contract).
+        """
         check_loader_state(state, "torch", self.rank, self.world_size)
-        self.step = int(state["step"])
+        if "epoch" not in state:  # written before positions were (epoch, batch)
+            per_epoch = len(self.dataset) // self.global_batch
+            epoch, batch = divmod(int(state["step"]), per_epoch)
+            snapshot: frozenset[int] = frozenset()
+        else:
+            epoch, batch = int(state["epoch"]), int(state["batch"])
+            batch = batch * int(state.get("global_batch", self.global_batch)) // self.global_batch
+            snapshot = frozenset(
+                self._index[k] for k in state["epoch_excluded"] if k in self._index
+            )
+        self.plan.snapshots = {epoch: snapshot}
+        self.position = (epoch, batch)
         self._batches = None
-
-
-class _ValSamples(Dataset):
-    """Map-style dataset of center crops: val position -> ``(clean uint8, key, position)``."""
-
-    def __init__(self, locations: list[SampleLocation], patch: int) -> None:
-        self.locations, self.patch = locations, patch
-
-    def __len__(self) -> int:
-        return len(self.locations)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, int]:
-        image = read_image(self.locations[index])
-        left = int(round((image.width - self.patch) / 2.0))  # torchvision CenterCrop rounding
-        top = int(round((image.height - self.patch) / 2.0))
-        crop = image.crop((left, top, left + self.patch, top + self.patch))
-        return _to_uint8_chw(crop), self.locations[index].key, index
-
-
-class ValLoader:
-    """Finite validation loader: rank r gets val positions r, r + W, ... (uneven counts allowed)."""
-
-    def __init__(self, cfg: DataConfig, rank: int, world_size: int, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        files = load_split(cfg.shards, "val")
-        check_split(files, "val", cfg.patch_size, 0)
-        dataset = _ValSamples(files.locations(), cfg.patch_size)
-        self.positions = list(range(rank, len(dataset), world_size))
-        self.loader = DataLoader(
-            torch.utils.data.Subset(dataset, self.positions),
-            batch_size=cfg.val_batch_size,
-            collate_fn=_collate_val,
-            **_loader_kwargs(cfg, device),
-        )
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            batch["clean"] = _to_device_float(batch["clean"], self.device)
-            yield batch
-
-
-def _collate_val(samples: list[tuple[torch.Tensor, str, int]]) -> dict[str, Any]:
-    clean, keys, index = zip(*samples, strict=True)
-    return {"clean": torch.stack(clean), "keys": list(keys), "index": torch.tensor(index)}

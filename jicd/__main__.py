@@ -2,8 +2,10 @@
 
     jicd train --config configs/smoke.yaml train.run_dir=runs/smoke
     jicd prepare-shards SRC_DIR OUT_DIR
+    jicd check-shards SHARDS_DIR
     jicd evaluate --checkpoint runs/smoke/export/model.pt --dataset kodak=DIR --levels 1 2 3 4
     jicd report RESULTS_DIR
+    jicd import-checkpoint RELEASED.pth.tar -o EXPORT.pt --quality 3
     jicd compress NOISY.png -o OUT.jicd --checkpoint CKPT
     jicd decompress OUT.jicd -o DENOISED.png --checkpoint CKPT
 
@@ -21,8 +23,14 @@ import warnings
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train:main", "train the model (also under torchrun)"),
     "prepare-shards": ("data_pipeline.make_shards:main", "write WebDataset shards from a folder"),
+    "check-shards": ("data_pipeline.check_shards:main", "verify shards against their manifest"),
     "evaluate": ("jicd.evaluation.evaluate:main", "real-bitstream evaluation at noise levels"),
     "report": ("jicd.evaluation.report:main", "RD plots and BD-rate table from results"),
+    "import-checkpoint": (
+        "jicd.models.import_cli:main",
+        "published checkpoint (CompressAI, ECCV'22, JICDCLS) -> export",
+    ),
+    "reproduce": ("trainer.reproduce.cli:main", "the paper's tables at tiny / cpu / paper scale"),
     "compress": ("jicd.codec.cli:compress_main", "encode a noisy image to a .jicd file"),
     "decompress": ("jicd.codec.cli:decompress_main", "decode a .jicd file to a denoised PNG"),
 }
@@ -31,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     """The top-level help text."""
     lines = ["usage: jicd COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<15} {help_}" for name, (_, help_) in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2
+    lines += [f"  {name:<{width}}{help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

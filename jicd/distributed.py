@@ -11,7 +11,9 @@ import datetime
 import logging
 import os
 import random
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +22,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from jicd.errors import UserError
+
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_ENV = "JICD_DEVICE"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,16 +68,113 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def choose_backend() -> str:
-    """NCCL when CUDA is available, gloo otherwise."""
-    return "nccl" if torch.cuda.is_available() else "gloo"
+def requested_device(configured: str = "auto") -> str:
+    """The device request in force: ``configured`` unless it is "auto", then ``$JICD_DEVICE``.
+
+    Raises:
+        UserError: a value other than auto, cpu or cuda (naming where it came from).
+    """
+    source, value = "device", configured
+    if configured == "auto" and os.environ.get(DEVICE_ENV):
+        source, value = DEVICE_ENV, os.environ[DEVICE_ENV]
+    if value not in DEVICE_CHOICES:
+        raise UserError(f"{source}={value!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    return value
 
 
-def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
+def choose_device(
+    requested: str, local_rank: int, local_world_size: int, cuda_count: int
+) -> torch.device:
+    """This rank's device (a pure function, so the mapping is testable without GPUs).
+
+    ``cpu``: always the CPU. ``cuda``: ``cuda:<local_rank>``, refused unless every local rank
+    gets its own GPU. ``auto``: the same GPU mapping when there are enough GPUs for all local
+    ranks, else the CPU for every rank of the node (one backend for the whole group: NCCL
+    cannot mix with CPU ranks, and two ranks on one GPU is not a configuration we train).
+
+    Args:
+        requested: "auto", "cpu" or "cuda".
+        local_rank: rank within the node.
+        local_world_size: processes on this node.
+        cuda_count: GPUs visible to torch on this node.
+
+    Raises:
+        UserError: ``cuda`` requested with fewer GPUs than local ranks.
+    """
+    if requested not in DEVICE_CHOICES:
+        raise UserError(f"device={requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    enough = cuda_count > 0 and local_world_size <= cuda_count and local_rank < cuda_count
+    if requested == "cuda" and not enough:
+        why = unusable_gpu_message() if cuda_count == 0 else None
+        raise UserError(
+            f"device=cuda but this node runs {local_world_size} process(es) and torch sees "
+            f"{cuda_count} GPU(s): start at most {cuda_count} per node, or use device=cpu"
+            + (f" ({why})" if why else "")
+        )
+    if requested == "cpu" or not enough:
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL for CUDA devices, gloo for the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def nvidia_smi_gpus() -> list[str]:
+    """``nvidia-smi -L`` lines ("GPU 0: …"), or [] without a driver tool."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in done.stdout.splitlines() if line.startswith("GPU")]
+
+
+def unusable_gpu_message() -> str | None:
+    """Why torch cannot use the GPUs that ``nvidia-smi`` lists; None when there is no mismatch.
+
+    The usual cause is a driver older than the CUDA of the torch wheel (torch 2.14.1+cu130 needs
+    a driver for CUDA 13.0, i.e. >= 580); without this message such a node would silently train
+    on the CPU with gloo.
+    """
+    if torch.cuda.device_count() > 0:
+        return None
+    listed = nvidia_smi_gpus()
+    if not listed:
+        return None
+    try:
+        torch.cuda.init()
+        reason = "torch.cuda.device_count() is 0"
+    except Exception as exc:  # noqa: BLE001 - the driver's own words are the message
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"nvidia-smi lists {len(listed)} GPU(s) but torch {torch.__version__} (CUDA "
+        f"{torch.version.cuda}) cannot use them: {reason}; this torch build needs an NVIDIA "
+        f"driver that supports CUDA {torch.version.cuda}"
+    )
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 for a plain process)."""
+    if "LOCAL_WORLD_SIZE" in os.environ:
+        return int(os.environ["LOCAL_WORLD_SIZE"])
+    return get_local_rank() + 1  # a launcher without it: check this rank's own index only
+
+
+def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> DistInfo:
     """Initialise the process group (one process when not under torchrun) and pick the device.
 
     Args:
         timeout_s: collective timeout; tests use a short one so a hang fails quickly.
+        device: "auto", "cpu" or "cuda" (``train.device``; "auto" defers to ``$JICD_DEVICE``,
+            see :func:`choose_device`).
+
+    Raises:
+        UserError: an invalid or unsatisfiable device request.
     """
     global _INFO
     env = read_env()
@@ -78,12 +182,19 @@ def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
         # A single process still gets a real (world size 1) group: the gather, the engine and
         # the checkpoint code then have one path only.
         os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(free_port()),
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
         )  # fmt: skip
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    backend = choose_backend()
-    device = torch.device(f"cuda:{local}") if backend == "nccl" else torch.device("cpu")
+    requested = requested_device(device)
+    cuda_count = torch.cuda.device_count() if requested != "cpu" else 0
+    device = choose_device(requested, local, local_world_size(), cuda_count)
+    _warn_about_unused_gpus(requested, device, cuda_count)
+    backend = backend_for(device)
+    if device.type == "cpu":
+        # DeepSpeed picks its accelerator by itself (CUDA when present) and moves the model there;
+        # a CPU run on a GPU node must tell it, before deepspeed is first imported.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -126,9 +237,23 @@ def device() -> torch.device:
     """The device this rank trains on."""
     if _INFO is not None:
         return _INFO.device
-    return (
-        torch.device("cuda", get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-    )
+    requested = requested_device()
+    count = torch.cuda.device_count() if requested != "cpu" else 0
+    return choose_device(requested, get_local_rank(), local_world_size(), count)
+
+
+def _warn_about_unused_gpus(requested: str, chosen: torch.device, cuda_count: int) -> None:
+    """Say at start when a node has GPUs that this run will not use (only local rank 0)."""
+    if chosen.type != "cpu" or requested == "cpu" or get_local_rank() != 0:
+        return
+    if cuda_count:
+        log.warning(
+            "%d process(es) on this node but %d GPU(s): running on the CPU (gloo); start one "
+            "process per GPU, or set train.device=cpu (or %s=cpu) to silence this",
+            local_world_size(), cuda_count, DEVICE_ENV,
+        )  # fmt: skip
+    elif (message := unusable_gpu_message()) is not None:
+        log.warning("%s; running on the CPU (gloo)", message)
 
 
 def barrier() -> None:

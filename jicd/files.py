@@ -10,6 +10,7 @@ Also the one place that knows which files are images (:data:`IMAGE_SUFFIXES`,
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,12 @@ def find_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     root = Path(folder)
     candidates = root.rglob("*") if recursive else root.iterdir()
     return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in blocks (shards, checkpoints, exports)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

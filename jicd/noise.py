@@ -38,16 +38,31 @@ TEST_LEVELS: dict[int, tuple[float, float]] = {
 """Fixed test noise levels: level -> (sigma_r, sigma_s). Levels 3 and 4 lie outside training."""
 
 
+NOISE_KINDS = ("gamma", "unprocess", "paired", "none")
+
+
 @dataclass
 class NoiseConfig:
-    """Training noise distribution: log-uniform read and shot noise, drawn per image."""
+    """Training noise: which model, and its per-image distribution.
 
+    ``kind``: ``gamma`` — the baseline's gamma + read/shot noise below (the paper's);
+    ``unprocess`` — camera-pipeline noise with a random camera per image (:mod:`jicd.unprocess`);
+    ``paired`` — real noise: the loader's batch carries the noisy image (SIDD shards);
+    ``none`` — the clean image itself (a plain codec, e.g. a study's shared backbone).
+    """
+
+    kind: str = "gamma"
+    """"gamma", "unprocess", "paired" or "none"."""
+    mosaic: bool = False
+    """``unprocess`` only: RGGB mosaic before and bilinear demosaic after the raw noise."""
     log10_sigma_r: list[float] = field(default_factory=lambda: [-3.0, -1.5])
     """Range (low, high) of log10(sigma_r), the read-noise standard deviation."""
     log10_sigma_s: list[float] = field(default_factory=lambda: [-4.0, -2.0])
     """Range (low, high) of log10(sigma_s), the shot-noise variance factor."""
 
     def __post_init__(self) -> None:
+        if self.kind not in NOISE_KINDS:
+            raise UserError(f"noise.kind: unknown kind {self.kind!r}; choose one of {NOISE_KINDS}")
         for name in ("log10_sigma_r", "log10_sigma_s"):
             values = list(getattr(self, name))
             if len(values) != 2 or not values[0] <= values[1]:
@@ -120,6 +135,35 @@ def sample_train_sigmas(
     high = torch.tensor([cfg.log10_sigma_r[1], cfg.log10_sigma_s[1]], device=gen_device)
     sigmas = 10.0 ** (low[:, None] + (high - low)[:, None] * uniform)
     return sigmas[0].to(device), sigmas[1].to(device)
+
+
+def training_noise(
+    cfg: NoiseConfig, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The noisy input of one training batch, per ``cfg.kind``.
+
+    Args:
+        cfg: the ``noise`` section.
+        batch: the loader's batch: ``clean (B, 3, P, P)`` and, for ``paired``, ``noisy``.
+        generator: the trainer's noise generator (on the training device).
+
+    Returns:
+        ``(B, 3, P, P)`` noisy images in [0, 1] on ``clean``'s device.
+    """
+    clean = batch["clean"]
+    if cfg.kind == "none":
+        return clean
+    if cfg.kind == "paired":
+        if "noisy" not in batch:
+            raise UserError("noise.kind=paired needs paired shards (prepare-shards --pairs)")
+        return batch["noisy"]
+    if cfg.kind == "unprocess":
+        from jicd.unprocess import unprocess_noise
+
+        return unprocess_noise(clean, generator, mosaic=cfg.mosaic)
+    device = generator.device if generator is not None else clean.device
+    sigma_r, sigma_s = sample_train_sigmas(cfg, clean.shape[0], generator, device)
+    return add_noise(clean, sigma_r, sigma_s, generator)
 
 
 def _seeded_noise(clean: torch.Tensor, seeds: Sequence[int], levels: Sequence[int]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 # The README's first command (`make demo`): a small CPU demo of the whole system.
 #   bash launch/demo.sh [--data DIR]      (DIR: your own photos instead of the bundled ones)
 # 1. photos -> WebDataset shards   2. 2-rank torchrun + DeepSpeed training (gloo, CPU)
-# 3. real-bitstream evaluation at noise level 4 on held-out photos   4. a short summary
+# 3. real-bitstream evaluation at noise level 4 on held-out photos, with AVIF and NLM -> AVIF
+#    on the same photos and noise   4. a short summary and side-by-side panels
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,5 +22,6 @@ TRAIN_DIR=${DATA:-$OUT/photos/train}
   --config configs/demo.yaml train.run_dir="$OUT/run" data.shards="$OUT/shards"
 
 "$PY" -m jicd evaluate --checkpoint "$OUT/run/export/model.pt" --name demo \
+  --pipeline avif nlm+avif --save-images \
   --dataset heldout="$OUT/photos/heldout" --levels 4 --output "$OUT/results"
 "$PY" launch/demo_summary.py "$OUT/results" "$OUT/run"

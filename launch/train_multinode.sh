@@ -18,7 +18,8 @@
 #   NPROC_PER_NODE [visible GPUs, or 1 without GPUs]  worker processes on this node
 #   RDZV_ID [jicd]       run identifier; all nodes of one run must use the same value
 #   TORCHRUN [torchrun]  torchrun executable (e.g. .venv/bin/torchrun)
-#   SHUTDOWN_TIMEOUT [90]  seconds workers get to checkpoint after SIGTERM/SIGUSR1
+#   SHUTDOWN_TIMEOUT [90]  seconds workers get to checkpoint after SIGTERM/SIGUSR1 (torchrun
+#                        versions with --shutdown-timeout; older ones allow 30 s after SIGTERM)
 # Arguments are passed to launch/train.py (--config FILE and key=value overrides); train.run_dir
 # must be on storage shared by all nodes.
 set -euo pipefail
@@ -42,15 +43,43 @@ if [[ "${nproc_per_node}" -lt 1 ]]; then
 fi
 
 # SIGUSR1 is what Slurm sends before a time limit or pre-emption: torchrun must forward it to the
-# workers (its default list has only TERM/INT/HUP/QUIT) so that they checkpoint and exit.
-exec "${TORCHRUN:-torchrun}" \
-    --nnodes="${NNODES:-1}" \
-    --node-rank="${NODE_RANK:-${SLURM_NODEID:-0}}" \
-    --nproc-per-node="${nproc_per_node}" \
-    --rdzv-backend=c10d \
-    --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:${MASTER_PORT:-29500}" \
-    --rdzv-id="${RDZV_ID:-jicd}" \
-    --max-restarts=0 \
-    --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
-    --shutdown-timeout="${SHUTDOWN_TIMEOUT:-90}" \
+# workers (its default list has only TERM/INT/HUP/QUIT) so that they checkpoint and exit. Only
+# flags this torchrun knows are passed (launch/torchrun_compat.sh).
+# shellcheck disable=SC1091  # a file beside this script, linted on its own
+source "${repo_root}/launch/torchrun_compat.sh"
+torchrun="${TORCHRUN:-torchrun}"
+help_text="$("${torchrun}" --help 2>&1 || true)"
+mapfile -t signal_flags < <(torchrun_flags "${help_text}" "${SHUTDOWN_TIMEOUT:-90}")
+args=(
+    --nnodes="${NNODES:-1}"
+    --node-rank="${NODE_RANK:-${SLURM_NODEID:-0}}"
+    --nproc-per-node="${nproc_per_node}"
+    --rdzv-backend=c10d
+    --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:${MASTER_PORT:-29500}"
+    --rdzv-id="${RDZV_ID:-jicd}"
+    --max-restarts=0
+    "${signal_flags[@]}"
     "${repo_root}/launch/train.py" "$@"
+)
+if torchrun_forwards_usr1 "${help_text}"; then
+    exec "${torchrun}" "${args[@]}"
+fi
+
+# An older torchrun: it stays a child of this shell, which hands SIGUSR1 to the workers itself
+# (they checkpoint and exit 0, so torchrun then exits 0 too) and passes the signals torchrun
+# does forward (TERM, INT, HUP) on to it. Workers get torchrun's fixed 30 s after TERM.
+echo "train_multinode.sh: ${torchrun} has no --signals-to-handle; forwarding SIGUSR1 itself" >&2
+"${torchrun}" "${args[@]}" &
+torchrun_pid=$!
+trap 'signal_children USR1 "${torchrun_pid}"' USR1
+trap 'kill -TERM "${torchrun_pid}" 2>/dev/null || true' TERM
+trap 'kill -INT "${torchrun_pid}" 2>/dev/null || true' INT
+trap 'kill -HUP "${torchrun_pid}" 2>/dev/null || true' HUP
+# `wait` returns early (128 + signal) whenever a trapped signal arrives: wait until torchrun has
+# exited, then ask once more, which gives torchrun's own exit status.
+while kill -0 "${torchrun_pid}" 2>/dev/null; do
+    wait "${torchrun_pid}" || true
+done
+status=0
+wait "${torchrun_pid}" || status=$?
+exit "${status}"

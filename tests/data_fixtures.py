@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from data_pipeline.shards import ShardConfig, prepare_shards
 
+HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
+BACKENDS = [
+    pytest.param("dali", marks=pytest.mark.skipif(not HAS_DALI, reason="DALI not installed")),
+    "torch",
+]
+"""Both training backends, for ``pytest.mark.parametrize`` (DALI skipped where missing)."""
 MIN_SIDE = 96
 """Tests keep images small: min_side 96 with 64-pixel patches."""
 PATCH = 64
@@ -84,3 +92,12 @@ def make_shards(tmp: Path, **overrides) -> tuple[Path, dict]:
         setattr(cfg, name, value)
     out = tmp / "shards"
     return out, prepare_shards(src, out, cfg)
+
+
+def corrupt_in_place(location, start: int = 64) -> None:
+    """Zero a member's bytes from ``start`` to 64 bytes before its end (a
+    :class:`~data_pipeline.manifest.SampleLocation`): same size, index still valid, the image no
+    longer decodes — what bit rot on shared storage does."""
+    with open(location.tar_path, "r+b") as handle:
+        handle.seek(location.offset + start)
+        handle.write(b"\0" * (location.size - start - 64))

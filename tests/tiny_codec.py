@@ -41,3 +41,11 @@ def make_image(path: Path, height: int, width: int, seed: int = 0) -> Path:
     array = ((np.stack(channels, axis=-1) * 0.5 + 0.5) * 255).round().astype(np.uint8)
     Image.fromarray(array, mode="RGB").save(path)
     return path
+
+
+def make_images(folder: Path, height: int, width: int, count: int = 2) -> Path:
+    """``folder`` with ``img0.png`` … ``img{count-1}.png`` from :func:`make_image` (seeds 0…)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in range(count):
+        make_image(folder / f"img{seed}.png", height, width, seed=seed)
+    return folder

@@ -80,6 +80,18 @@ def run_training(
     return proc
 
 
+def run_failing(
+    nproc: int, run_dir: Path, shards: Path, overrides: list[str], timeout: float = 300
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run a launch that must fail; returns it and its ``jicd train: error:`` lines."""
+    proc = subprocess.run(
+        train_command(nproc, run_dir, shards, overrides),
+        env=child_env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode != 0, "the launch was expected to fail"
+    return proc, [line for line in proc.stderr.splitlines() if "jicd train: error:" in line]
+
+
 def start_training(
     nproc: int, run_dir: Path, shards: Path, overrides: list[str]
 ) -> subprocess.Popen:

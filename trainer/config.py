@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from data_pipeline.config import DataConfig
 from jicd.config import (
@@ -27,7 +28,7 @@ from jicd.noise import NoiseConfig
 from trainer.checkpoint import CheckpointConfig
 from trainer.engine import EngineConfig
 from trainer.logger import LoggingConfig
-from trainer.losses import LossConfig
+from trainer.losses import MS_SSIM_LAMBDAS, LossConfig
 from trainer.optim import OptimConfig
 
 __all__ = [
@@ -60,7 +61,12 @@ class TrainConfig:
     val_every: int = 5000
     """Steps between validations (0 disables validation)."""
     init_from: str | None = None
-    """A CompressAI cheng2020-anchor checkpoint to fine-tune from (the g_a split mapping)."""
+    """A checkpoint to fine-tune from, any of the four formats (CompressAI cheng2020-anchor, the
+    ECCV'22 baseline's, JICDCLS, a jicd export; optimizer state is not carried over), or
+    ``none`` to train from scratch deliberately where ``require_init_from`` is set."""
+    require_init_from: bool = False
+    """Refuse to start without ``init_from`` (``configs/q*.yaml``: the paper recipe fine-tunes
+    from cheng2020-anchor); ``init_from=none`` overrides it."""
     aux_loss_scale: float = 1e-3
     """Factor on CompressAI's aux loss in the single backward. Adam is invariant to a constant
     gradient scale per parameter, so quantile updates are unchanged, but the global-norm clip then
@@ -72,6 +78,14 @@ class TrainConfig:
     """Testing aid: make the loss of the last rank non-finite at this step."""
     timeout_s: float = 1800.0
     """Collective timeout in seconds (short in tests, so a hang fails fast)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where each rank trains. ``auto``: ``$JICD_DEVICE`` when set, else ``cuda:<local rank>``
+    when the node has a GPU for every local rank, else the CPU (gloo) for all of them; ``cuda``
+    refuses to start with fewer GPUs than local ranks (``jicd.distributed.choose_device``)."""
+    deterministic: bool = False
+    """Deterministic GPU kernels: ``torch.use_deterministic_algorithms``, cuDNN benchmark off,
+    TF32 off, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``; bitwise-repeatable resumes on one GPU type
+    and world size, at some speed cost (``trainer.determinism``)."""
     allow_config_change: bool = False
     """Resume even when a key that changes the model or the data stream differs from the run's
     saved ``config.yaml`` (by default such a resume is refused, naming the keys)."""
@@ -79,6 +93,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 0 or self.val_every < 0:
             raise UserError("train.steps and train.val_every must be >= 0")
+
+    def init_path(self) -> str | None:
+        """The file to fine-tune from; None for no ``init_from`` or ``init_from=none``."""
+        if self.init_from is None or self.init_from.strip().lower() == "none":
+            return None
+        return self.init_from
 
 
 @dataclass
@@ -111,6 +131,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # the data stream, the objective. Throughput-only data knobs may change freely.
 _RESUME_SENSITIVE = ("model.", "noise.", "data.", "loss.", "train.seed", "train.global_batch_size")
 _RESUME_FREE = ("data.num_threads", "data.prefetch", "data.num_workers", "data.val_batch_size")
+_RESUME_FREE += ("data.max_bad_fraction", "data.max_bad_in_a_row")
 
 
 def default_loss_cap(quality: int) -> float:
@@ -124,10 +145,12 @@ def resolve_config(cfg: Config, world_size: int) -> Config:
     * ``data.batch_size_per_gpu`` = ``train.global_batch_size`` / world size (NT-Xent needs
       equal batches on every rank);
     * ``loss.lmbda`` = the quality's λ_d when unset; ``train.loss_cap`` = the paper's cap;
-    * ``data.seed`` = ``train.seed`` when unset.
+    * ``data.seed`` = ``train.seed`` when unset;
+    * ``loss.normalize`` = true for the paper's head, false for the authors'.
 
     Raises:
-        UserError: the global batch is not divisible by the world size.
+        UserError: the global batch is not divisible by the world size, a recipe that
+            fine-tunes has no ``train.init_from``, or the authors' head has other patches.
     """
     total = cfg.train.global_batch_size
     if total is not None:
@@ -137,12 +160,41 @@ def resolve_config(cfg: Config, world_size: int) -> Config:
             )
         cfg.data.batch_size_per_gpu = total // world_size
     if cfg.loss.lmbda is None:
-        cfg.loss.lmbda = lambda_for_quality(cfg.model.quality)
+        cfg.loss.lmbda = (
+            MS_SSIM_LAMBDAS[cfg.model.quality]
+            if cfg.loss.distortion == "ms-ssim"
+            else lambda_for_quality(cfg.model.quality)
+        )
     if cfg.train.loss_cap is None:
         cfg.train.loss_cap = default_loss_cap(cfg.model.quality)
     if cfg.data.seed is None:
         cfg.data.seed = cfg.train.seed
+    check_init_from(cfg)
+    resolve_contrastive(cfg)
     return cfg
+
+
+def check_init_from(cfg: Config) -> None:
+    """A recipe that fine-tunes (``train.require_init_from``) needs ``train.init_from``."""
+    if cfg.train.require_init_from and cfg.train.init_from is None:
+        raise UserError(
+            "this recipe fine-tunes from CompressAI's pretrained cheng2020-anchor "
+            f"(train.require_init_from=true): pass train.init_from=FILE (e.g. the zoo file "
+            f"cheng2020-anchor-{cfg.model.quality}, or an ECCV'22 baseline / JICDCLS / jicd "
+            "checkpoint), or train.init_from=none to train from scratch deliberately"
+        )
+
+
+def resolve_contrastive(cfg: Config) -> None:
+    """``loss.normalize`` from the head; the authors' head only on 256-pixel patches."""
+    authors = cfg.model.head == "authors"
+    if cfg.loss.normalize is None:
+        cfg.loss.normalize = not authors
+    if authors and cfg.model.flags()["contrastive"] and cfg.data.patch_size != 256:
+        raise UserError(
+            f"model.head=authors works on 256-pixel patches only (Linear(64, ·) on the ga0 "
+            f"width), got data.patch_size={cfg.data.patch_size}; use model.head=paper"
+        )
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -165,7 +217,9 @@ def changed_keys(saved: dict, current: Config) -> list[str]:
         # batch (compared below) is what defines the run.
         old.pop("data.batch_size_per_gpu", None)
         new.pop("data.batch_size_per_gpu", None)
-    keys = sorted(set(old) | set(new))
+    # A key the saved config lacks was added to jicd after the run started: there is nothing to
+    # compare it with, and refusing would strand every run directory older than the key.
+    keys = sorted(set(old) & set(new) | (set(old) - set(new)))
     return [
         k
         for k in keys

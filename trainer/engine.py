@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from jicd.errors import UserError
+from jicd.files import torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,18 @@ class EngineConfig:
             raise UserError(f"engine.zero_stage must be 0, 1 or 2, got {self.zero_stage}")
 
 
-def deepspeed_config(batch_per_rank: int, world_size: int, clip: float, stage: int) -> dict:
-    """The DeepSpeed JSON, generated so the batch size has one source of truth."""
+def deepspeed_config(
+    batch_per_rank: int, world_size: int, clip: float, stage: int, bf16_autocast: bool = False
+) -> dict:
+    """The DeepSpeed JSON, generated so the batch size has one source of truth.
+
+    ``bf16_autocast`` turns on DeepSpeed's own ``torch_autocast`` section: its forward enters
+    ``torch.autocast(enabled=False)`` whenever that section is off, so an autocast context
+    opened around the engine is silently ignored. ``lower_precision_safe_modules: []`` keeps
+    every gradient all-reduce in fp32 (DeepSpeed would otherwise reduce the Conv2d/Linear
+    gradients in bf16); the master weights and Adam stay fp32 (DeepSpeed's ``bf16`` section,
+    which would make them bf16, crashes on GDN layers: docs/stack.md).
+    """
     return {
         "train_micro_batch_size_per_gpu": batch_per_rank,
         "train_batch_size": batch_per_rank * world_size,
@@ -54,6 +65,11 @@ def deepspeed_config(batch_per_rank: int, world_size: int, clip: float, stage: i
         "steps_per_print": 2**31 - 1,
         "bf16": {"enabled": False},
         "fp16": {"enabled": False},
+        "torch_autocast": {
+            "enabled": bf16_autocast,
+            "dtype": "bfloat16",
+            "lower_precision_safe_modules": [],
+        },
     }
 
 
@@ -93,8 +109,19 @@ class DeepSpeedEngine(_WrappedModel):
         return float(norm) if norm is not None else float("nan")
 
     def save(self, directory: Path, tag: str) -> None:
-        """Called on every rank: ZeRO stages write one optimizer partition per rank."""
-        self.engine.save_checkpoint(str(directory), tag=tag, save_latest=False)
+        """Called on every rank: ZeRO stages write one optimizer partition per rank.
+
+        A write that fails (ENOSPC) raises between DeepSpeed's tag check and its closing
+        barrier, where the other ranks then wait: this rank meets them there before raising, so
+        the checkpointer can tell every rank about the failure instead of hanging.
+        """
+        import torch.distributed as dist
+
+        try:
+            self.engine.save_checkpoint(str(directory), tag=tag, save_latest=False)
+        except (OSError, RuntimeError):  # torch.save reports a full disk as a RuntimeError
+            dist.barrier()
+            raise
 
     def load(self, directory: Path, tag: str) -> None:
         path, _ = self.engine.load_checkpoint(str(directory), tag=tag)
@@ -128,10 +155,13 @@ class DDPEngine(_WrappedModel):
             target = directory / tag
             target.mkdir(parents=True, exist_ok=True)
             state = {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
-            torch.save(state, target / "ddp_state.pt")
+            torch_save_atomic(state, target / "ddp_state.pt")
 
     def load(self, directory: Path, tag: str) -> None:
-        state = torch.load(directory / tag / "ddp_state.pt", map_location=model_device(self.module))
+        # Loaded to the CPU: load_state_dict copies weights and Adam moments to the parameters'
+        # device, but leaves Adam's scalar ``step`` tensors where they were loaded; on the GPU
+        # each would cost a host sync (``.item()``) per parameter per step.
+        state = torch.load(directory / tag / "ddp_state.pt", map_location="cpu")
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
 
@@ -172,31 +202,48 @@ def build_engine(
     if cfg.precision == "bf16-autocast":
         keep_entropy_models_fp32(model)
     if cfg.kind == "deepspeed":
-        ds = deepspeed_config(batch_per_rank, dist.get_world_size(), clip, cfg.zero_stage)
+        bf16 = cfg.precision == "bf16-autocast"
+        ds = deepspeed_config(batch_per_rank, dist.get_world_size(), clip, cfg.zero_stage, bf16)
         return DeepSpeedEngine(model, optimizer, ds)
     return DDPEngine(model, optimizer, clip)
 
 
 def autocast_context(cfg: EngineConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """The forward-pass precision context (a no-op for fp32)."""
-    if cfg.precision == "bf16-autocast":
+    """The precision context the loop opens around ``engine.forward``.
+
+    DDP: bf16 autocast for ``bf16-autocast``. DeepSpeed: always a no-op, because its engine
+    opens (or, when its ``torch_autocast`` section is off, disables) autocast itself.
+    """
+    if cfg.precision == "bf16-autocast" and cfg.kind == "ddp":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def keep_entropy_models_fp32(model: nn.Module) -> None:
-    """Run the entropy bottleneck and the Gaussian conditional outside autocast, in fp32.
+    """Run the entropy models, and the training quantisation, outside autocast in fp32.
 
     bf16 likelihoods shift the rate by ~1.3 % and fp16 turns the 1e-9 likelihood bound into 0
-    (docs/stack.md), so only the transforms may run in reduced precision.
+    (docs/stack.md), so only the transforms may run in reduced precision. ``quantize`` is called
+    directly by the model (not through ``forward``): wrapped too, so the uniform noise is added
+    to an fp32 ``y`` (in bf16, with 8 mantissa bits, ``y + u`` is already coarser than the noise
+    once |y| > 16). Tensor keyword arguments (``means=``) are cast like positional ones.
     """
     for name in ("entropy_bottleneck", "gaussian_conditional"):
         module = getattr(model, name)
-        module.forward = functools.partial(_fp32_forward, module.forward)
+        module.forward = functools.partial(_in_fp32, module.forward)
+    conditional = model.gaussian_conditional
+    conditional.quantize = functools.partial(_in_fp32, conditional.quantize)
 
 
-def _fp32_forward(forward: Any, *args: Any, **kwargs: Any) -> Any:
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    args = tuple(a.float() if torch.is_tensor(a) else a for a in args)
+def _in_fp32(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """``function`` with autocast off and every floating tensor argument cast to fp32."""
+    args = tuple(_fp32(a) for a in args)
+    kwargs = {key: _fp32(value) for key, value in kwargs.items()}
+    tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+    device_type = tensors[0].device.type if tensors else "cpu"
     with torch.autocast(device_type=device_type, enabled=False):
-        return forward(*args, **kwargs)
+        return function(*args, **kwargs)
+
+
+def _fp32(value: Any) -> Any:
+    return value.float() if torch.is_tensor(value) and value.is_floating_point() else value

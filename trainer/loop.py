@@ -19,8 +19,9 @@ from data_pipeline import build_train_loader, build_val_loader
 from jicd import distributed as D
 from jicd.metrics import psnr
 from jicd.models import build_model_from_config
-from jicd.models.checkpoints import load_compressai_anchor
-from jicd.noise import add_noise, sample_train_sigmas
+from jicd.models.checkpoints import load_weights_for_finetuning
+from jicd.noise import training_noise
+from trainer.bad_samples import BadSampleGuard
 from trainer.checkpoint import Checkpointer, rng_state, set_rng_state
 from trainer.config import Config
 from trainer.engine import autocast_context, build_engine
@@ -42,21 +43,28 @@ class Trainer:
         self.lmbda, self.loss_cap = cfg.loss.lmbda, cfg.train.loss_cap
         D.seed_all(cfg.train.seed + info.rank)
         model = build_model_from_config(cfg.model)
-        if cfg.train.init_from:
-            load_compressai_anchor(model, cfg.train.init_from)
+        if cfg.train.init_path():
+            fmt = load_weights_for_finetuning(model, cfg.model, cfg.train.init_path())
+            log.info("initialised from %s (%s format)", cfg.train.init_path(), fmt)
         model.to(self.device).train()
         self.criterion = JointLoss(cfg.loss, self.lmbda)
         optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim)
         batch = cfg.data.batch_size_per_gpu
         self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
-        self.train_loader = build_train_loader(cfg.data, info.rank, info.world_size, self.device)
-        self.val_loader = build_val_loader(cfg.data, info.rank, info.world_size, self.device)
+        self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
+        self.bad_samples = BadSampleGuard(self.run_dir, cfg.data, self.logger)
+        self.train_loader = build_train_loader(
+            cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("train")
+        )
+        self.val_loader = build_val_loader(
+            cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("val")
+        )
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
-        self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
         self.step, self.skipped, self.stop_requested = 0, 0, False
+        self.best: dict[str, float] = {}  # {"val_rd_loss", "step"} of export/best.pt
 
     # ----------------------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:
@@ -64,6 +72,7 @@ class Trainer:
             "step": self.step,
             "skipped": self.skipped,
             "scheduler": self.scheduler.state_dict(),
+            "best": self.best,
         }
 
     def rank_state(self) -> dict[str, Any]:
@@ -81,6 +90,7 @@ class Trainer:
         trainer_state, rank_state = self.checkpointer.load(tag, self.engine)
         self.step, self.skipped = trainer_state["step"], trainer_state["skipped"]
         self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.best = trainer_state.get("best", {})  # absent in checkpoints from before best.pt
         self.train_loader.load_state_dict(rank_state["loader"])
         set_rng_state(rank_state["rng"])
         self.noise_gen.set_state(rank_state["noise_generator"])
@@ -104,10 +114,7 @@ class Trainer:
         Returns the loss terms (local values), ``grad_norm`` and ``skipped`` (0/1).
         """
         clean, augmented = batch["clean"], batch["augmented"]
-        sigma_r, sigma_s = sample_train_sigmas(
-            self.cfg.noise, clean.shape[0], self.noise_gen, self.device
-        )
-        noisy = add_noise(clean, sigma_r, sigma_s, self.noise_gen)
+        noisy = training_noise(self.cfg.noise, batch, self.noise_gen)
         with autocast_context(self.cfg.engine, self.device):
             output = self.engine.forward(noisy, clean, augmented)
         terms = self.criterion(output, clean)
@@ -143,7 +150,8 @@ class Trainer:
         window = _Window()
         while self.step < self.cfg.train.steps and not self.stop_requested:
             started = time.perf_counter()
-            batch = next(batches)
+            # Drops (on every rank) a batch with an undecodable sample: see trainer.bad_samples.
+            batch = self.bad_samples.next_batch(batches, self.train_loader, self.step)
             waited = time.perf_counter() - started
             self._record_keys(batch)
             values = self.train_step(batch)
@@ -179,12 +187,29 @@ class Trainer:
         window.reset()
 
     def run_validation(self) -> None:
-        results, grid = validate(
-            self.engine.module, self.val_loader, self.lmbda, self.cfg.logging.num_val_images
+        results, images = validate(
+            self.engine.module,
+            self.val_loader,
+            self.lmbda,
+            self.cfg.logging.num_val_images,
+            self.cfg.loss.distortion,
         )
+        self.bad_samples.after_validation(self.val_loader, self.step)
         self.logger.log_scalars(self.step, "val", results)
-        if grid is not None:
-            self.logger.log_images(self.step, "val/clean_noisy_reconstruction", grid)
+        for tag, image in images.items():  # one row per sample: clean | noisy | reconstruction
+            self.logger.log_images(self.step, tag, image)
+        self._export_if_best(results.get("rd_loss"))
+
+    def _export_if_best(self, rd_loss: float | None) -> None:
+        """``export/best.pt`` when the validation rd-loss is the lowest so far (as the baseline
+        keeps ``checkpoint_best_loss``); results are all-reduced, so every rank agrees."""
+        if rd_loss is None or rd_loss >= self.best.get("val_rd_loss", float("inf")):
+            return
+        self.best = {"val_rd_loss": float(rd_loss), "step": self.step}
+        with torch.random.fork_rng(devices=[]):  # keep the export's init draws out of training
+            self.checkpointer.export(
+                self.engine.module, self.cfg.model, self.step, "best.pt", val_rd_loss=rd_loss
+            )
 
     # ------------------------------------------------------------------------- plumbing
     def _install_signal_handlers(self) -> None:

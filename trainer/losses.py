@@ -17,9 +17,13 @@ from torch import Tensor, nn
 
 from jicd.distributed import get_rank, get_world_size
 from jicd.errors import UserError
-from jicd.metrics import image_bpp
+from jicd.metrics import image_bpp, ms_ssim_per_image
 
 PIXEL_SCALE = 255.0**2  # distortion on the 8-bit scale, as CompressAI's RateDistortionLoss
+DISTORTIONS = ("mse", "ms-ssim")
+MS_SSIM_LAMBDAS = {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50}
+"""λ of ``λ·(1 − MS-SSIM)`` per quality: the baseline's released MS-SSIM models (q2, q3, q5, q6,
+its ``conf/train/multiscale-decomp_ms-ssim_q*.yml``), CompressAI's zoo values for q1 and q4."""
 
 
 @dataclass
@@ -27,13 +31,21 @@ class LossConfig:
     """The ``loss`` section: weights of the terms of eq. 10."""
 
     lmbda: float | None = None
-    """Rate-distortion weight λ_d; None = the value of ``model.quality``."""
+    """Rate-distortion weight λ_d; None = the value of ``model.quality`` (for ``ms-ssim`` the
+    baseline's MS-SSIM λ of the quality)."""
+    distortion: str = "mse"
+    """``mse`` (λ·255²·MSE, the paper) or ``ms-ssim`` (λ·(1 − MS-SSIM), the baseline's MS-SSIM
+    models) of the reconstruction against the clean image."""
     lambda_g: float = 3.0
     """Weight λ_g of the two-level guidance L1 loss."""
     lambda_c: float = 1.5
     """Weight λ_c of the contrastive NT-Xent loss (paper value)."""
     temperature: float = 0.07
     """NT-Xent temperature τ."""
+    normalize: bool | None = None
+    """L2-normalise the projections inside NT-Xent (cosine logits, the paper). None: true for
+    ``model.head=paper``, false for ``authors`` (their code uses raw dot products; it also
+    weighs the term with 0.5: pass ``loss.lambda_c=0.5``)."""
 
     def __post_init__(self) -> None:
         if self.lmbda is not None and self.lmbda <= 0:
@@ -42,10 +54,18 @@ class LossConfig:
             raise UserError("loss.lambda_g and loss.lambda_c must be >= 0")
         if self.temperature <= 0:
             raise UserError(f"loss.temperature must be > 0, got {self.temperature}")
+        if self.distortion not in DISTORTIONS:
+            raise UserError(
+                f"loss.distortion: unknown {self.distortion!r}; choose one of {DISTORTIONS}"
+            )
 
 
 def rd_terms(
-    likelihoods: dict[str, Tensor], x_hat: Tensor, clean: Tensor, lmbda: float
+    likelihoods: dict[str, Tensor],
+    x_hat: Tensor,
+    clean: Tensor,
+    lmbda: float,
+    distortion: str = "mse",
 ) -> dict[str, Tensor]:
     """Per-image rate–distortion terms; the one definition shared by training and validation.
 
@@ -54,16 +74,22 @@ def rd_terms(
         x_hat: reconstruction ``(B, 3, H, W)``.
         clean: target ``(B, 3, H, W)``.
         lmbda: λ_d.
+        distortion: ``mse`` or ``ms-ssim``.
 
     Returns:
         ``(B,)`` tensors ``bpp_<latent>`` (one per likelihood), ``bpp``, ``mse``, ``distortion``
-        (``λ_d·255²·MSE``) and ``rd_loss`` (``bpp + distortion``).
+        (``λ·255²·MSE``, or ``λ·(1 − MS-SSIM)`` with ``ms_ssim`` also returned) and ``rd_loss``
+        (``bpp + distortion``).
     """
     num_pixels = clean.size(2) * clean.size(3)
     terms = {f"bpp_{name}": image_bpp({name: lik}, num_pixels) for name, lik in likelihoods.items()}
     terms["bpp"] = sum(terms.values())
     terms["mse"] = (x_hat.float() - clean.float()).pow(2).flatten(1).mean(dim=1)
-    terms["distortion"] = lmbda * PIXEL_SCALE * terms["mse"]
+    if distortion == "ms-ssim":
+        terms["ms_ssim"] = ms_ssim_per_image(x_hat, clean)
+        terms["distortion"] = lmbda * (1.0 - terms["ms_ssim"])
+    else:
+        terms["distortion"] = lmbda * PIXEL_SCALE * terms["mse"]
     terms["rd_loss"] = terms["bpp"] + terms["distortion"]
     return terms
 
@@ -104,7 +130,7 @@ def gather_with_gradient(local: Tensor) -> Tensor:
     return _GatherWithGradient.apply(local)
 
 
-def nt_xent(z_noisy: Tensor, z_aug: Tensor, temperature: float) -> Tensor:
+def nt_xent(z_noisy: Tensor, z_aug: Tensor, temperature: float, normalize: bool = True) -> Tensor:
     """Symmetric NT-Xent (SimCLR) over the *global* batch (paper eq. 6).
 
     Each of the 2N projections (N noisy, N augmented views over all ranks) is an anchor whose
@@ -115,16 +141,21 @@ def nt_xent(z_noisy: Tensor, z_aug: Tensor, temperature: float) -> Tensor:
     the single-process loss on the concatenated batch, and so do the gradients after DDP's
     averaging. Every rank must pass the same n.
 
+    With ``normalize=False`` the logits are raw dot products / τ (the authors' code).
+
     Args:
         z_noisy: ``(n, D)`` projections of this rank's noisy views.
         z_aug: ``(n, D)`` projections of the matching augmented views.
         temperature: τ.
+        normalize: L2-normalise each projection first (cosine similarity).
 
     Returns:
         scalar tensor: mean loss over this rank's 2n anchors.
     """
     n = z_noisy.size(0)
-    local = F.normalize(torch.cat([z_noisy, z_aug], dim=1).float().view(n, 2, -1), dim=2)
+    local = torch.cat([z_noisy, z_aug], dim=1).float().view(n, 2, -1)
+    if normalize:
+        local = F.normalize(local, dim=2)
     gathered = gather_with_gradient(local.flatten(1)).view(-1, 2, local.size(2))  # one collective
     return nt_xent_of_rows(gathered, get_rank() * n, n, temperature)
 
@@ -133,7 +164,8 @@ def nt_xent_of_rows(pairs: Tensor, first: int, count: int, temperature: float) -
     """Mean NT-Xent of the anchors of images ``first .. first+count-1`` against all 2N candidates.
 
     Args:
-        pairs: ``(N, 2, D)`` unit-length projections, ``[:, 0]`` noisy and ``[:, 1]`` augmented.
+        pairs: ``(N, 2, D)`` projections (unit length for cosine logits), ``[:, 0]`` noisy and
+            ``[:, 1]`` augmented.
         first: index of the first image whose two views are anchors.
         count: number of such images (2·count anchors).
         temperature: τ.
@@ -169,7 +201,9 @@ class JointLoss(nn.Module):
             has a guidance branch; ``contrastive`` when it has projections; ``loss`` (the total;
             CompressAI's ``aux_loss()`` is added by the trainer).
         """
-        per_image = rd_terms(output["likelihoods"], output["x_hat"], clean, self.lmbda)
+        per_image = rd_terms(
+            output["likelihoods"], output["x_hat"], clean, self.lmbda, self.cfg.distortion
+        )
         terms = {name: value.mean() for name, value in per_image.items()}
         total = terms["rd_loss"]
         if "guidance" in output:
@@ -177,7 +211,10 @@ class JointLoss(nn.Module):
             total = total + self.cfg.lambda_g * terms["guidance"]
         if "proj" in output:
             proj = output["proj"]
-            terms["contrastive"] = nt_xent(proj["noisy"], proj["augmented"], self.cfg.temperature)
+            normalize = self.cfg.normalize is not False  # None (unresolved): the paper's
+            terms["contrastive"] = nt_xent(
+                proj["noisy"], proj["augmented"], self.cfg.temperature, normalize
+            )
             total = total + self.cfg.lambda_c * terms["contrastive"]
         terms["loss"] = total
         return terms

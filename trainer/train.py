@@ -25,6 +25,7 @@ from jicd import distributed as D
 from jicd.cli import OneLineParser, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml
+from trainer.determinism import configure_determinism, determinism_settings
 
 log = logging.getLogger("jicd.train")
 
@@ -42,7 +43,13 @@ def write_run_metadata(cfg: Config, run_dir: Path, changed: list[str]) -> None:
     On a resume the previous ``meta.json`` is kept inside the new one (``previous``), so the
     history of launches (world sizes, revisions, allowed config changes) stays readable.
     """
-    meta = {"git_revision": git_revision(), "world_size": D.get_world_size(), "argv": sys.argv}
+    meta = {
+        "git_revision": git_revision(),
+        "world_size": D.get_world_size(),
+        "device": str(D.device()),
+        "determinism": determinism_settings(),
+        "argv": sys.argv,
+    }
     if changed:
         meta["config_changed_on_resume"] = changed
     previous = run_dir / "meta.json"
@@ -86,7 +93,8 @@ def prepare_run_dir(cfg: Config) -> None:
 def run(args: argparse.Namespace) -> int:
     """init distributed → resolve → check/dump config → build → train → teardown."""
     cfg = load_config(args.config, args.overrides)
-    info = D.init_distributed(cfg.train.timeout_s)
+    configure_determinism(cfg.train.deterministic)  # before any CUDA work (cuBLAS workspace)
+    info = D.init_distributed(cfg.train.timeout_s, device=cfg.train.device)
     try:
         D.setup_logging()
         resolve_config(cfg, info.world_size)

@@ -11,50 +11,76 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.utils import make_grid
 
 from jicd import distributed as D
-from jicd.metrics import psnr
+from jicd.metrics import ms_ssim_db, ms_ssim_per_image, psnr
 from jicd.noise import validation_noise
 from trainer.losses import rd_terms
 
 NUM_LEVELS = 4
-_FIELDS = ("count", "psnr", "bpp", "rd_loss")
+_FIELDS = ("count", "psnr", "ms_ssim", "bpp", "rd_loss")
 
 
 @torch.no_grad()
 def validate(
-    model: nn.Module, loader: Iterable[dict[str, Any]], lmbda: float, num_images: int
-) -> tuple[dict[str, float], torch.Tensor | None]:
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    lmbda: float,
+    num_images: int,
+    distortion: str = "mse",
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Evaluate ``model`` (eval mode, quantised latents) on this rank's validation shard.
 
     Every rank calls this; sums are all-reduced once at the end, so ranks may hold different
     numbers of validation images.
 
     Returns:
-        ``{"psnr_level1": …, "bpp_level1": …, "rd_loss_level1": …, …, "psnr": …}`` averaged over
-        the whole validation set, and on rank 0 a ``(3·K, 3, P, P)`` grid of clean | noisy |
-        reconstruction for the first ``K`` images (None elsewhere or when K = 0).
+        ``{"psnr_level1": …, "ms_ssim_level1": …, "bpp_level1": …, "rd_loss_level1": …, …,
+        "psnr": …, "ms_ssim_db": …}`` averaged over the whole validation set (rd_loss with the
+        run's ``distortion``; MS-SSIM is the primary metric of ``ms-ssim`` models), and on
+        rank 0 the first ``K`` images as :func:`validation_rows` (an empty dict elsewhere).
     """
     was_training = model.training
     model.eval()
     sums = torch.zeros(NUM_LEVELS, len(_FIELDS), dtype=torch.float64)
-    shown: list[torch.Tensor] = []
+    shown: dict[int, torch.Tensor] = {}
     for batch in loader:
         clean, index = batch["clean"], batch["index"]
         noisy = validation_noise(clean, index)
         out = model(noisy)
         x_hat = out["x_hat"].clamp(0, 1)
-        terms = rd_terms(out["likelihoods"], x_hat, clean, lmbda)
+        terms = rd_terms(out["likelihoods"], x_hat, clean, lmbda, distortion)
         bpp = terms["bpp"]
-        rows = torch.stack([torch.ones_like(bpp), psnr(x_hat, clean), bpp, terms["rd_loss"]])
+        ms_ssim = terms["ms_ssim"] if "ms_ssim" in terms else ms_ssim_per_image(x_hat, clean)
+        rows = torch.stack(
+            [torch.ones_like(bpp), psnr(x_hat, clean), ms_ssim, bpp, terms["rd_loss"]]
+        )
         sums.index_add_(0, (index.cpu() % NUM_LEVELS), rows.T.double().cpu())
         if D.is_main() and len(shown) < num_images:
             for i in range(min(num_images - len(shown), clean.shape[0])):
-                shown.append(torch.stack([clean[i], noisy[i], x_hat[i]]).cpu())
+                shown[int(index[i])] = torch.stack([clean[i], noisy[i], x_hat[i]]).cpu()
     model.train(was_training)
     sums = D.all_reduce_sum(sums.to(D.device())).cpu()
-    grid = torch.cat(shown) if shown else None
-    return summarise(sums), grid
+    return summarise(sums), validation_rows(shown)
+
+
+def validation_rows(shown: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One TensorBoard image per validation sample: clean | noisy | reconstruction, one row.
+
+    Args:
+        shown: validation index ``i`` → its ``(3, 3, P, P)`` clean, noisy, reconstruction.
+
+    Returns:
+        ``val/level{L}/sample{i}`` (``L = i % 4 + 1``, the sample's noise level) →
+        ``(1, 3, P + 4, 3·P + 8)``: the three images side by side, 2 px white borders.
+    """
+    return {
+        f"val/level{index % NUM_LEVELS + 1}/sample{index}": make_grid(
+            triplet, nrow=3, padding=2, pad_value=1.0
+        )[None]
+        for index, triplet in sorted(shown.items())
+    }
 
 
 def summarise(sums: torch.Tensor) -> dict[str, float]:
@@ -69,5 +95,6 @@ def summarise(sums: torch.Tensor) -> dict[str, float]:
     if counts.sum() > 0:
         for j, name in enumerate(_FIELDS[1:], start=1):
             results[name] = float(sums[:, j].sum() / counts.sum())
+        results["ms_ssim_db"] = ms_ssim_db(results["ms_ssim"])
     results["num_images"] = float(counts.sum())
     return results

@@ -8,46 +8,30 @@
     decompress(model, strings, shape) -> {"x_hat": (B, 3, H, W) in [0, 1]}
 
 Their y bitstreams differ (different symbol order), so decode with the coder that encoded.
+The wavefront coder accepts a model on any device (entropy parameters on the CPU:
+:mod:`jicd.codec.placement`); the serial coder refuses a model that is not on the CPU.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+import importlib
+from typing import Any
 
-from jicd.codec.wavefront import WavefrontCoder
-from jicd.errors import UserError
-
-
-class SerialCoder:
-    """CompressAI's reference coder: ``model.compress`` / ``model.decompress`` unchanged."""
-
-    name = "serial"
-
-    @torch.inference_mode()
-    def compress(self, model: nn.Module, x: Tensor) -> dict:
-        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop."""
-        return model.compress(x)
-
-    @torch.inference_mode()
-    def decompress(self, model: nn.Module, strings: list, shape) -> dict:
-        """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``."""
-        return model.decompress(strings, shape)
+# Lazy re-exports (PEP 562): ``import jicd.codec.cli`` must not import torch, so that a command
+# line with a missing file fails at once; the coders load on first use.
+_EXPORTS = {
+    "CODERS": "jicd.codec.coders",
+    "DEFAULT_CODER": "jicd.codec.coders",
+    "SerialCoder": "jicd.codec.coders",
+    "get_coder": "jicd.codec.coders",
+    "WavefrontCoder": "jicd.codec.wavefront",
+}
 
 
-CODERS = {"wavefront": WavefrontCoder, "serial": SerialCoder}
-DEFAULT_CODER = "wavefront"
-
-
-def get_coder(name: str = DEFAULT_CODER) -> WavefrontCoder | SerialCoder:
-    """Return the entropy coder called ``name`` (one of :data:`CODERS`).
-
-    Raises:
-        ValueError: for an unknown name, listing the choices.
-    """
-    if name not in CODERS:
-        raise UserError(f"unknown coder {name!r}; choose one of: {', '.join(CODERS)}")
-    return CODERS[name]()
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jicd.codec' has no attribute {name!r}")
 
 
 __all__ = ["CODERS", "DEFAULT_CODER", "SerialCoder", "WavefrontCoder", "get_coder"]

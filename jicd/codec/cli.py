@@ -1,115 +1,148 @@
-"""Compress a noisy photo to a ``.jicd`` file and decode it to the denoised image.
+"""Compress noisy photos to ``.jicd`` files and decode them to the denoised images.
 
     jicd compress NOISY.png -o OUT.jicd --checkpoint runs/q3/export/model.pt [--coder serial]
+    jicd compress photos/ more/a.png -o coded/ --checkpoint runs/q3/export/model.pt
     jicd decompress OUT.jicd -o DENOISED.png --checkpoint runs/q3/export/model.pt
+    jicd decompress coded/ -o denoised/ --checkpoint runs/q3/export/model.pt
 
-The input is the (already noisy) photo as 8-bit RGB of any size: it is replicate-padded
-symmetrically to multiples of 64 for coding and cropped back to its original size on decode.
+An input is the (already noisy) photo of any size, read as 8-bit RGB (grey, alpha, palette, CMYK
+or 16-bit inputs are converted with a one-line notice: :mod:`jicd.pixels`); it is
+replicate-padded to multiples of 64 for coding and cropped back on decode. Several inputs, or a
+folder (its images, or its ``.jicd`` files, not recursive), go to an output folder as
+``<name>.jicd`` / ``<name>.png``; the model is loaded once, a progress bar runs, and a file that
+fails is reported on its own line without stopping the others (exit status 2 if any failed).
+
 The file records the model's identity (arch, quality, channels, sha256 of the weights) but not
 where the weights live, so ``--checkpoint`` is required on both sides; decoding with other weights
-is refused. The coder is read from the file. Every failure (missing or non-image input, wrong
-checkpoint, truncated or corrupted file) is one line on stderr and exit status 2; outputs are
-written to a temp file and renamed, so a failed run leaves no output file.
+is refused. The coder is read from the file. Arguments and paths are checked before torch and
+CompressAI are imported (several seconds), so a wrong command line fails at once. Every failure
+is one line on stderr; outputs are written to a temp file and renamed, so a failed file leaves
+no output behind.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-
-import torch
+from dataclasses import dataclass
+from pathlib import Path
 
 from jicd.cli import OneLineParser, UserError, run_guarded
-from jicd.codec import format as jicd_format
-from jicd.codec import get_coder
-from jicd.codec.format import CodedImage
-from jicd.codec.images import BLOCK, crop_to, load_rgb, pad_to_block, save_png
-from jicd.models.checkpoints import load_for_inference
-
-# z is 1/64 of the padded image: 4 stride-2 layers in g_a, 2 more in h_a.
-LATENT_STRIDE = 64
+from jicd.files import find_images
 
 
-def _parser(prog: str, source: str, target: str, coder_option: bool) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help=source)
-    parser.add_argument("-o", "--output", required=True, help=target)
+@dataclass(frozen=True)
+class _Command:
+    prog: str
+    verb: str  # "compressed" / "decompressed"
+    source: str
+    suffix: str  # of the outputs
+
+
+COMPRESS = _Command("jicd compress", "compressed", "noisy image(s) or folder(s) of images", ".jicd")
+DECOMPRESS = _Command("jicd decompress", "decompressed", ".jicd file(s) or folder(s)", ".png")
+
+
+def _parser(command: _Command) -> OneLineParser:
+    parser = OneLineParser(prog=command.prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", help=command.source)
+    parser.add_argument(
+        "-o", "--output", required=True, help=f"{command.suffix} file, or a folder for several"
+    )
     parser.add_argument("--checkpoint", required=True, help="jicd export or Cheng2020 state dict")
-    if coder_option:
+    if command is COMPRESS:
         parser.add_argument("--coder", default="wavefront", choices=["wavefront", "serial"])
     return parser
 
 
-@torch.no_grad()
-def compress_image(model, identity: dict, x: torch.Tensor, coder_name: str) -> CodedImage:
-    """Pad, entropy-code and package one (1, 3, H, W) image in [0, 1]."""
-    padded = pad_to_block(x)
-    encoded = get_coder(coder_name).compress(model, padded)
-    y_strings, z_strings = encoded["strings"]
-    return CodedImage(
-        arch=identity["arch"],
-        quality=int(identity.get("quality") or 0),
-        channels=int(identity["channels"]),
-        weights_sha256=identity["weights_sha256"],
-        coder=coder_name,
-        original_size=(x.shape[-2], x.shape[-1]),
-        padded_size=(padded.shape[-2], padded.shape[-1]),
-        latent_shape=tuple(int(v) for v in encoded["shape"]),
-        streams=(y_strings[0], z_strings[0]),
+def plan_jobs(
+    command: _Command, inputs: list[str], output: str
+) -> tuple[list[tuple[str, str]], bool]:
+    """``[(input file, output file)]`` and whether this is a batch (output = folder).
+
+    Raises:
+        UserError: a missing input, an empty folder, or two inputs that map to one output.
+    """
+    missing = [path for path in inputs if not os.path.exists(path)]
+    if missing:
+        raise UserError(f"no such file or folder: {', '.join(missing)}")
+    files: list[str] = []
+    for path in inputs:
+        if os.path.isdir(path):
+            found = _folder_inputs(command, path)
+            if not found:
+                raise UserError(f"{path}: no {'images' if command is COMPRESS else '.jicd files'}")
+            files += found
+        else:
+            files.append(path)
+    batch = len(inputs) > 1 or os.path.isdir(inputs[0]) or output.endswith(os.sep)
+    batch = batch or os.path.isdir(output)
+    if not batch:
+        return [(files[0], output)], False
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"-o {output}: several inputs need an output folder")
+    jobs = [(path, os.path.join(output, Path(path).stem + command.suffix)) for path in files]
+    targets: dict[str, str] = {}
+    for source, target in jobs:
+        if target in targets:
+            raise UserError(f"{targets[target]} and {source} would both be written to {target}")
+        targets[target] = source
+    return jobs, True
+
+
+def _folder_inputs(command: _Command, folder: str) -> list[str]:
+    if command is COMPRESS:
+        return [str(path) for path in find_images(folder)]
+    return sorted(str(p) for p in Path(folder).iterdir() if p.suffix == ".jicd" and p.is_file())
+
+
+def _run(command: _Command, argv: list[str] | None) -> int:
+    args = _parser(command).parse_args(argv)
+    jobs, batch = plan_jobs(command, args.inputs, args.output)
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint {args.checkpoint}: no such file")
+    # Everything above is cheap; from here on torch and CompressAI are imported.
+    from jicd.codec.coding import decode_file, encode_file
+    from jicd.models.checkpoints import load_for_inference
+
+    model, identity = load_for_inference(args.checkpoint)
+    if not batch:
+        source, target = jobs[0]
+        if command is COMPRESS:
+            print(encode_file(model, identity, source, target, args.coder))
+        else:
+            decode_file(model, identity, source, target)
+        return 0
+    from tqdm import tqdm
+
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    for source, target in tqdm(jobs, desc=command.verb.removesuffix("ed"), unit="file"):
+        try:
+            if command is COMPRESS:
+                line = encode_file(model, identity, source, target, args.coder, tqdm.write)
+            else:
+                line = decode_file(model, identity, source, target)
+            tqdm.write(line)
+        except (UserError, OSError) as exc:  # this file's problem; the others go on
+            failed += 1
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tqdm.write(f"{command.prog}: error: {source}: {message}", file=sys.stderr)
+    print(
+        f"{command.verb} {len(jobs) - failed} of {len(jobs)} files into {args.output}"
+        + (f"; {failed} failed (listed above)" if failed else "")
     )
-
-
-def check_compatible(coded: CodedImage, identity: dict) -> None:
-    """Refuse to decode with weights other than the encoder's, or an inconsistent geometry."""
-    if coded.weights_sha256 != identity["weights_sha256"]:
-        raise UserError(
-            f"checkpoint does not match the file: it was written by {coded.arch} q{coded.quality} "
-            f"N={coded.channels} with weights sha256 {coded.weights_sha256[:12]}…, the checkpoint "
-            f"has {identity['weights_sha256'][:12]}…"
-        )
-    (height, width), (pad_h, pad_w) = coded.original_size, coded.padded_size
-    expected = (pad_h // LATENT_STRIDE, pad_w // LATENT_STRIDE)
-    if pad_h % BLOCK or pad_w % BLOCK or pad_h < height or pad_w < width:
-        raise UserError(f"corrupted .jicd header: padded size {coded.padded_size}")
-    if coded.latent_shape != expected or len(coded.streams) != 2:
-        raise UserError(f"corrupted .jicd header: latent shape {coded.latent_shape}")
-
-
-@torch.no_grad()
-def decompress_image(model, coded: CodedImage) -> torch.Tensor:
-    """Decode a checked :class:`CodedImage` to (1, 3, H, W) in [0, 1] at its original size."""
-    strings = [[stream] for stream in coded.streams]
-    x_hat = get_coder(coded.coder).decompress(model, strings, coded.latent_shape)["x_hat"]
-    return crop_to(x_hat.clamp(0, 1), *coded.original_size)
-
-
-def _compress(argv: list[str] | None) -> int:
-    args = _parser("jicd compress", "noisy 8-bit RGB image", ".jicd file", True).parse_args(argv)
-    x = load_rgb(args.input)
-    model, identity = load_for_inference(args.checkpoint)
-    coded = compress_image(model, identity, x, args.coder)
-    jicd_format.write(args.output, coded)
-    bpp = 8.0 * coded.payload_bytes / (x.shape[-2] * x.shape[-1])
-    print(f"{args.output}: {coded.payload_bytes} bytes of streams, {bpp:.4f} bpp")
-    return 0
-
-
-def _decompress(argv: list[str] | None) -> int:
-    args = _parser("jicd decompress", ".jicd file", "denoised PNG", False).parse_args(argv)
-    coded = jicd_format.read(args.input)
-    model, identity = load_for_inference(args.checkpoint)
-    check_compatible(coded, identity)
-    save_png(args.output, decompress_image(model, coded))
-    return 0
+    return 2 if failed else 0
 
 
 def compress_main(argv: list[str] | None = None) -> int:
     """Entry point of ``jicd compress``."""
-    return run_guarded("jicd compress", lambda: _compress(argv))
+    return run_guarded(COMPRESS.prog, lambda: _run(COMPRESS, argv))
 
 
 def decompress_main(argv: list[str] | None = None) -> int:
     """Entry point of ``jicd decompress``."""
-    return run_guarded("jicd decompress", lambda: _decompress(argv))
+    return run_guarded(DECOMPRESS.prog, lambda: _run(DECOMPRESS, argv))
 
 
 def main(argv: list[str] | None = None) -> int:

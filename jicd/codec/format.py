@@ -4,12 +4,17 @@ Layout (all integers big-endian, no alignment)::
 
     offset  size  field
     0       4     magic            b"JICD"
-    4       2     format version   uint16, currently 1
+    4       2     format version   uint16, currently 2 (1 is still read)
     6       1     len(arch)        uint8, then `arch` as UTF-8 (e.g. "jicd", "cheng2020-anchor")
     .       1     quality          uint8 (0 = unknown, e.g. a plain anchor state dict)
     .       2     channels N       uint16
     .       32    weights sha256   raw digest of the model weights (``identity["weights_sha256"]``)
     .       1     len(coder)       uint8, then the coder name as UTF-8 ("wavefront" or "serial")
+    .       1     len(device)      v2: uint8, then where decoding must compute the entropy
+                                   parameters, as UTF-8 ("cpu")
+    .       1     len(torch)       v2: uint8, then the encoder's torch version, as UTF-8
+    .       1     has check        v2: uint8, 1 when the next field is a checksum
+    .       4     index check      v2: uint32 CRC32 of the y stream's CDF indices in coding order
     .       8     original size    uint32 H, uint32 W of the input image
     .       8     padded size      uint32 H, uint32 W actually coded (multiples of 64)
     .       8     latent shape     uint32 h, uint32 w of the hyper-latent z (CompressAI's ``shape``)
@@ -20,7 +25,12 @@ Layout (all integers big-endian, no alignment)::
 
 The header carries the model identity so a decoder refuses a file written with other weights
 instead of silently producing garbage, and the CRC turns bit rot or truncation into a clear
-``ValueError`` rather than an arithmetic-decoder failure deep inside CompressAI.
+``ValueError`` rather than an arithmetic-decoder failure deep inside CompressAI. Version 2 adds
+what decoding needs: the device on which the entropy parameters must be computed (always the
+CPU: :mod:`jicd.codec.placement`; a file asking for another one is refused when read) and a
+checksum of the CDF indices, which the wavefront decoder recomputes, so a machine whose
+arithmetic derives other indices refuses the file instead of writing a wrong image. Version 1
+files (no such fields) are read as "cpu" without a check.
 """
 
 from __future__ import annotations
@@ -29,11 +39,16 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import torch
+
 from jicd.errors import UserError
 from jicd.files import write_bytes_atomic
 
 MAGIC = b"JICD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Where this build computes entropy parameters for decoding (jicd.codec.placement).
+DECODE_DEVICE = "cpu"
 _SHA256_BYTES = 32
 _CRC = struct.Struct(">I")
 
@@ -52,6 +67,9 @@ class CodedImage:
         padded_size: (H, W) of the padded image that was coded.
         latent_shape: (h, w) of the hyper-latent z, as passed to ``model.decompress``.
         streams: Entropy-coded byte strings (y, then z for Cheng2020).
+        decode_device: Where decoding must compute the entropy parameters ("cpu").
+        encoder_torch: torch version of the encoder ("" in version-1 files).
+        index_check: CRC32 of the y stream's CDF indices (None: not recorded, e.g. serial).
     """
 
     arch: str
@@ -63,6 +81,14 @@ class CodedImage:
     padded_size: tuple[int, int]
     latent_shape: tuple[int, int]
     streams: tuple[bytes, ...]
+    decode_device: str = DECODE_DEVICE
+    encoder_torch: str = ""
+    index_check: int | None = None
+
+    @property
+    def checks(self) -> list[int] | None:
+        """``index_check`` in the form the coders' ``decompress(..., checks=)`` takes."""
+        return None if self.index_check is None else [self.index_check]
 
     @property
     def payload_bytes(self) -> int:
@@ -89,6 +115,9 @@ def encode(image: CodedImage) -> bytes:
         struct.pack(">BH", image.quality, image.channels),
         digest,
         _pack_text(image.coder),
+        _pack_text(image.decode_device),
+        _pack_text(image.encoder_torch),
+        struct.pack(">BI", image.index_check is not None, image.index_check or 0),
         struct.pack(">6I", *image.original_size, *image.padded_size, *image.latent_shape),
         struct.pack(">B", len(image.streams)),
         struct.pack(f">{len(image.streams)}I", *(len(s) for s in image.streams)),
@@ -123,17 +152,28 @@ class _Reader:
             raise UserError("not a valid .jicd file: corrupted header text") from None
 
 
-def _check_envelope(data: bytes) -> bytes:
-    """Check magic, version and CRC32; return the body without the trailing CRC."""
+def _check_envelope(data: bytes) -> tuple[int, bytes]:
+    """Check magic, version and CRC32; return the version and the body without the CRC."""
     if len(data) < len(MAGIC) + 2 + _CRC.size or data[: len(MAGIC)] != MAGIC:
         raise UserError("not a .jicd file (bad magic number or too short)")
     (version,) = struct.unpack(">H", data[len(MAGIC) : len(MAGIC) + 2])
-    if version != FORMAT_VERSION:
-        raise UserError(f"unsupported .jicd format version {version} (this build reads 1)")
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise UserError(f"unsupported .jicd format version {version} (this build reads {readable})")
     body, (stored_crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
     if zlib.crc32(body) != stored_crc:
         raise UserError("corrupted or truncated .jicd file (CRC32 mismatch)")
-    return body
+    return version, body
+
+
+def decode_requirements(encoded: dict) -> dict:
+    """The version-2 header fields for a coder's ``compress`` output (``CodedImage(**…)``)."""
+    checks = encoded.get("checks")
+    return {
+        "decode_device": DECODE_DEVICE,
+        "encoder_torch": torch.__version__,
+        "index_check": None if checks is None else int(checks[0]),
+    }
 
 
 def decode(data: bytes) -> CodedImage:
@@ -142,12 +182,24 @@ def decode(data: bytes) -> CodedImage:
     Raises:
         ValueError: one-line message if the data is not a complete, uncorrupted ``.jicd`` file.
     """
-    reader = _Reader(_check_envelope(data))
+    version, body = _check_envelope(data)
+    reader = _Reader(body)
     reader.take(len(MAGIC) + 2)
     arch = reader.text()
     quality, channels = reader.unpack(">BH")
     weights_sha256 = reader.take(_SHA256_BYTES).hex()
     coder = reader.text()
+    decode_device, encoder_torch, index_check = DECODE_DEVICE, "", None
+    if version >= 2:
+        decode_device, encoder_torch = reader.text(), reader.text()
+        has_check, check = reader.unpack(">BI")
+        index_check = check if has_check else None
+    if decode_device != DECODE_DEVICE:
+        raise UserError(
+            f"this .jicd file needs its entropy parameters computed on {decode_device!r} "
+            f"(encoded with torch {encoder_torch or 'unknown'}); this build decodes on "
+            f"{DECODE_DEVICE!r} only"
+        )
     sizes = reader.unpack(">6I")
     (count,) = reader.unpack(">B")
     lengths = reader.unpack(f">{count}I")
@@ -164,6 +216,9 @@ def decode(data: bytes) -> CodedImage:
         padded_size=(sizes[2], sizes[3]),
         latent_shape=(sizes[4], sizes[5]),
         streams=streams,
+        decode_device=decode_device,
+        encoder_torch=encoder_torch,
+        index_check=index_check,
     )
 
 

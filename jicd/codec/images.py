@@ -8,6 +8,8 @@ center-crops to that (the published protocol); the CLI pads instead, so any imag
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -17,24 +19,35 @@ from PIL import Image, UnidentifiedImageError
 
 from jicd.errors import UserError
 from jicd.files import write_bytes_atomic
+from jicd.pixels import conversion_notice, to_rgb8
 
+log = logging.getLogger(__name__)
 BLOCK = 64
 
 
-def load_rgb(path: str) -> torch.Tensor:
-    """Read an image file as 8-bit RGB.
+def load_rgb(path: str, notice: Callable[[str], None] | None = None) -> torch.Tensor:
+    """Read an image file as 8-bit RGB (the conversion rule of :mod:`jicd.pixels`).
+
+    Args:
+        path: the image file.
+        notice: called with one line (``"<path>: <what changed>"``) when the file is not 8-bit
+            RGB (grey, alpha, palette, CMYK, 16-bit…); default: a logged warning.
 
     Returns:
         (1, 3, H, W) float32 in [0, 1].
 
     Raises:
-        ValueError: the file exists but is not a readable image.
+        UserError: the file exists but is not a readable image.
     """
     try:
         with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not a readable image file") from None
+            change = conversion_notice(img, path)
+            array = np.asarray(to_rgb8(img), dtype=np.uint8)
+    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        # PIL raises SyntaxError/ValueError for some damaged headers
+        raise UserError(f"{path} is not a readable image file ({type(exc).__name__})") from None
+    if change is not None:
+        (notice or log.warning)(f"{path}: {change}")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 

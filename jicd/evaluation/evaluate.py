@@ -6,11 +6,17 @@
     jicd evaluate --checkpoint anchor_q3.pth --denoiser dncnn.ts --dataset kodak=/data/kodak ...
     # the same, images strided over 8 processes (rank 0 gathers and writes)
     torchrun --nproc_per_node=8 -m jicd.evaluation.evaluate --checkpoint ... --threads 1
+    # classical codecs and denoise-then-compress, through the same protocol (pipelines.py)
+    jicd evaluate --pipeline avif jxl nlm+avif nlm+anchor_q3.pth --dataset kodak=/data/kodak ...
 
-Each image is center-cropped to a multiple of 64, corrupted with the seeded noise of each level,
-really compressed and decompressed on CPU by the chosen coder, and scored against the clean
-image. Outputs in ``--output``: ``{name}-{set}-level{L}.json`` (CompressAI's results layout, one
-entry per checkpoint, sorted by quality then bpp) and ``{name}-per_image.{csv,json}``.
+Each image is corrupted with the seeded noise of each level, then center-cropped to a multiple
+of 64 (the authors' order, ``jicd.evaluation.protocol``), really compressed and decompressed on
+CPU by the chosen coder, and scored against the clean crop (``psnr``: the authors' 8-bit
+truncation; ``psnr-rgb``: CompressAI's rounding). Every results JSON records this protocol.
+The papers' timing (Tables 2-3): ``--coder serial --threads 1 --repeats 3``. Outputs in
+``--output``: ``{name}-{set}-level{L}.json`` (CompressAI's results layout, one entry per
+checkpoint or classical quality, sorted by quality then bpp) and ``{name}-per_image.{csv,json}``;
+``--save-images`` adds side-by-side pictures in ``panels/`` (``panels.py``).
 """
 
 from __future__ import annotations
@@ -30,21 +36,47 @@ from tqdm import tqdm
 from jicd import distributed
 from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.codec import get_coder
-from jicd.codec.images import center_crop, load_rgb
-from jicd.files import IMAGE_SUFFIXES, find_images, write_bytes_atomic, write_json_atomic
-from jicd.metrics import image_bpp, ms_ssim_float, psnr_8bit
+from jicd.evaluation import panels, pipelines
+from jicd.evaluation.denoisers import TorchScriptDenoiser
+from jicd.evaluation.protocol import noisy_pairs, protocol_record, quality_scores, dataset_items
+from jicd.files import write_bytes_atomic, write_json_atomic
+from jicd.metrics import image_bpp
 from jicd.models.checkpoints import load_for_inference
-from jicd.noise import TEST_LEVELS, noisy_at_level
+from jicd.noise_types import LEVEL_CHOICES, parse_level
 
-METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time", "bpp-estimate")
+METRICS = (
+    "psnr",
+    "psnr-rgb",
+    "ms-ssim-rgb",
+    "bpp",
+    "encoding_time",
+    "decoding_time",
+    "bpp-estimate",
+)
 
 
 def build_parser() -> OneLineParser:
     """Command-line options of ``jicd evaluate``."""
     parser = OneLineParser(prog="jicd evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", required=True, help="export(s) or anchors")
+    parser.add_argument("--checkpoint", nargs="+", default=[], help="export(s) or anchors")
+    parser.add_argument(
+        "--pipeline",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help="CODEC or DENOISER+CODEC; CODEC: jpeg webp avif jpeg2000 jxl or a checkpoint; "
+        "DENOISER: nlm bm3d ffdnet torchscript:FILE",
+    )
+    parser.add_argument("--qualities", nargs="+", metavar="Q", help="Q … or CODEC=Q1,Q2,…")
+    parser.add_argument("--workers", type=int, default=None, help="processes for classical rows")
+    parser.add_argument("--save-images", action="store_true", help="side-by-side panels")
     parser.add_argument("--dataset", nargs="+", required=True, metavar="SET=DIR")
-    parser.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument(
+        "--levels",
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help=f"noise levels: {', '.join(LEVEL_CHOICES)} (real pairs: their own noise)",
+    )
     parser.add_argument("--output", required=True, help="results folder (created)")
     parser.add_argument("--coder", default="wavefront", choices=["wavefront", "serial"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
@@ -56,33 +88,23 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def dataset_images(folder: str, limit: int | None) -> list[Path]:
-    """Sorted image files directly inside ``folder`` (the first ``limit`` of them)."""
-    if not Path(folder).is_dir():
-        raise UserError(f"dataset folder not found: {folder}")
-    images = find_images(folder)
-    if not images:
-        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in dataset folder {folder}")
-    return images[:limit]
-
-
 def parse_datasets(specs: list[str], limit: int | None) -> dict[str, list[Path]]:
-    """``["kodak=DIR", …]`` → ``{"kodak": [image paths]}``."""
+    """``["kodak=DIR", …]`` → ``{"kodak": [images or real pairs]}`` (:func:`dataset_items`)."""
     datasets: dict[str, list[Path]] = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
             raise UserError(f"--dataset expects SET=DIR, got '{spec}'")
-        datasets[name] = dataset_images(folder, limit)
+        datasets[name] = dataset_items(folder, limit)
     return datasets
 
 
 def check_arguments(args) -> None:
     """Reject bad option values before any model is loaded."""
-    bad_levels = sorted(set(args.levels) - set(TEST_LEVELS))
-    if bad_levels:
-        raise UserError(f"unknown noise level(s) {bad_levels}; choose from {sorted(TEST_LEVELS)}")
-    for option in ("threads", "repeats", "limit"):
+    args.levels = [parse_level(level) for level in args.levels]
+    if not args.checkpoint and not args.pipeline:
+        raise UserError("nothing to evaluate: give --checkpoint FILE … and/or --pipeline SPEC …")
+    for option in ("threads", "repeats", "limit", "workers"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise UserError(f"--{option} must be >= 1, got {value}")
@@ -91,14 +113,9 @@ def check_arguments(args) -> None:
             raise UserError(f"file not found: {path}")
 
 
-def load_denoiser(path: str | None) -> torch.jit.ScriptModule | None:
+def load_denoiser(path: str | None) -> TorchScriptDenoiser | None:
     """A TorchScript module mapping (1, 3, H, W) → (1, 3, H, W), or None."""
-    if path is None:
-        return None
-    try:
-        return torch.jit.load(path, map_location="cpu").eval()
-    except RuntimeError as exc:
-        raise UserError(f"{path} is not a TorchScript module: {str(exc).splitlines()[0]}") from None
+    return None if path is None else TorchScriptDenoiser(path)
 
 
 def estimated_bpp(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -115,10 +132,13 @@ def timed(func, repeats: int):
 
 
 @torch.no_grad()
-def code_and_score(model, coder, noisy, clean, denoiser=None, repeats: int = 1) -> dict:
+def code_and_score(
+    model, coder, noisy, clean, denoiser=None, repeats: int = 1, keep_image: bool = False
+):
     """Compress ``noisy`` (1, 3, H, W) for real, decompress, and score against ``clean``.
 
     The optional denoiser runs inside the timed encode, as it is part of the sequential pipeline.
+    Returns the scores, and with ``keep_image`` also the decoded (1, 3, H, W) image.
     """
 
     def encode():
@@ -127,19 +147,14 @@ def code_and_score(model, coder, noisy, clean, denoiser=None, repeats: int = 1) 
 
     (codec_input, enc), enc_time = timed(encode, repeats)
     dec, dec_time = timed(lambda: coder.decompress(model, enc["strings"], enc["shape"]), repeats)
-    x_hat = dec["x_hat"].clamp(0, 1)
     num_bytes = sum(len(s) for streams in enc["strings"] for s in streams)
-    pixels = clean.shape[-2] * clean.shape[-1]
-    return {
-        "bytes": num_bytes,
-        "bpp": 8.0 * num_bytes / pixels,
+    scores = {
+        **quality_scores(clean, dec["x_hat"], noisy, num_bytes),
         "bpp-estimate": estimated_bpp(model, codec_input),
-        "psnr-rgb": psnr_8bit(clean, x_hat),
-        "ms-ssim-rgb": ms_ssim_float(clean, x_hat),
-        "psnr-noisy": psnr_8bit(clean, noisy),
         "encoding_time": enc_time,
         "decoding_time": dec_time,
     }
+    return (scores, dec["x_hat"].clamp(0, 1)) if keep_image else scores
 
 
 def curve_name(args, identity: dict) -> str:
@@ -149,20 +164,28 @@ def curve_name(args, identity: dict) -> str:
     return identity["arch"] + ("+denoiser" if args.denoiser else "")
 
 
-def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], coder) -> list:
-    """Per-image rows for one checkpoint over this rank's share of every set and level."""
+def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], coder, pipe=None):
+    """Per-image rows for one checkpoint over this rank's share of every set and level.
+
+    ``pipe``: the ``--pipeline`` this checkpoint comes from (its denoiser and curve name);
+    None for ``--checkpoint`` (``--denoiser`` and ``--name``).
+    """
     model, identity = load_for_inference(checkpoint)
-    denoiser = load_denoiser(args.denoiser)
+    if pipe is None:
+        denoiser, name = load_denoiser(args.denoiser), curve_name(args, identity)
+        spec = f"torchscript:{args.denoiser}+{checkpoint}" if args.denoiser else checkpoint
+    else:
+        denoiser = pipelines.build_denoiser(pipe.denoiser) if pipe.denoiser else None
+        name, spec = pipe.curve_name(identity["arch"]), pipe.spec
     rank, world = distributed.get_rank(), distributed.get_world_size()
     jobs = [(s, p) for s, paths in datasets.items() for p in paths[rank::world]]
     rows = []
     bar = tqdm(total=len(jobs) * len(args.levels), desc=Path(checkpoint).name, disable=rank != 0)
     for set_name, path in jobs:
-        clean = center_crop(load_rgb(str(path)))
-        for level in args.levels:
-            noisy = noisy_at_level(clean, level, args.seed)
+        for level, clean, noisy in noisy_pairs(path, args.levels, args.seed):
             scores = code_and_score(model, coder, noisy, clean, denoiser, args.repeats)
-            rows.append(_row(args, checkpoint, identity, set_name, path, level, clean, scores))
+            row = _row(args, checkpoint, identity, set_name, path, level, clean, scores)
+            rows.append({**row, "name": name, "pipeline": spec})
             bar.update(1)
     bar.close()
     return rows
@@ -205,11 +228,14 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str, int], dict]:
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[(row["name"], row["set"], row["level"], row["checkpoint"])].append(row)
+        # A point is a checkpoint (learned) or a quality of the sweep (classical).
+        key = (row["name"], row["set"], row["level"], row["checkpoint"], row["quality"])
+        groups[key].append(row)
     curves: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    for (name, set_name, level, checkpoint), members in groups.items():
-        point = {m: _mean([r[m] for r in members]) for m in METRICS}
-        point.update(checkpoint=checkpoint, quality=members[0]["quality"], images=len(members))
+    for (name, set_name, level, checkpoint, quality), members in groups.items():
+        point = {m: _mean([r.get(m) for r in members]) for m in METRICS}
+        point.update(checkpoint=checkpoint, quality=quality, images=len(members))
+        point.update(pipeline=members[0].get("pipeline"))
         curves[(name, set_name, level)].append(point)
     return {key: _results_json(key, points) for key, points in curves.items()}
 
@@ -221,25 +247,38 @@ def _results_json(key: tuple[str, str, int], points: list[dict]) -> dict:
     results.update(quality=[p["quality"] for p in points], images=[p["images"] for p in points])
     return {
         "name": name,
-        "description": f"{set_name}, noise level {level}, real bitstreams (ans), PSNR vs clean; "
+        "description": f"{set_name}, noise level {level}, {_coded(points)}, PSNR vs clean; "
         "bpp-estimate is the likelihood estimate",
         "set": set_name,
         "level": level,
         "checkpoints": [p["checkpoint"] for p in points],
+        "pipeline": pipelines.describe(points[0]["pipeline"]),
         "results": results,
     }
 
 
-def write_results(rows: list[dict], output: Path) -> list[Path]:
-    """Write the per-(name, set, level) JSONs and per-image CSV/JSON; return the paths."""
+def _coded(points: list[dict]) -> str:
+    # Learned points have a checkpoint and ANS bitstreams; classical ones a whole image file.
+    return "real bitstreams (ans)" if points[0]["checkpoint"] else "real files (classical codec)"
+
+
+def write_results(rows: list[dict], output: Path, protocol: dict | None = None) -> list[Path]:
+    """Write the per-(name, set, level) JSONs and per-image CSV/JSON; return the paths.
+
+    ``protocol`` (``jicd.evaluation.protocol.protocol_record``) goes into every results JSON.
+    """
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    for (name, set_name, level), payload in sorted(aggregate(rows).items()):
+    for (name, set_name, level), payload in sorted(
+        aggregate(rows).items(), key=lambda kv: tuple(map(str, kv[0]))
+    ):
+        if protocol is not None:
+            payload["protocol"] = protocol
         written.append(output / f"{name}-{set_name}-level{level}.json")
         write_json_atomic(written[-1], payload)
     for name in sorted({row["name"] for row in rows}):
         mine = [r for r in rows if r["name"] == name]
-        mine.sort(key=lambda r: (r["set"], r["image"], r["level"], str(r["quality"])))
+        mine.sort(key=lambda r: (r["set"], r["image"], str(r["level"]), str(r["quality"])))
         written.append(output / f"{name}-per_image.json")
         write_json_atomic(written[-1], mine)
         written.append(output / f"{name}-per_image.csv")
@@ -261,14 +300,59 @@ def run(args) -> int:
     datasets = parse_datasets(args.dataset, args.limit)
     torch.set_num_threads(args.threads)
     coder = get_coder(args.coder)
+    specs = [pipelines.parse_pipeline(spec) for spec in args.pipeline]
+    sweeps = pipelines.parse_qualities(args.qualities, specs)
     rows = [
         row for ckpt in args.checkpoint for row in evaluate_checkpoint(args, ckpt, datasets, coder)
     ]
+    for pipe in (p for p in specs if p.learned):
+        rows += evaluate_checkpoint(args, pipe.codec, datasets, coder, pipe)
+    rows += run_classical_rows(args, specs, datasets, sweeps)
     rows = gather_rows(rows)
     if distributed.is_main():
-        written = write_results(rows, Path(args.output))
+        protocol = protocol_record(args.coder, args.seed, args.repeats, args.threads)
+        written = write_results(rows, Path(args.output), protocol)
+        if args.save_images:
+            written += save_panels(args, rows, datasets, coder)
         print(f"wrote {len(written)} files to {args.output}")
     return 0
+
+
+def run_classical_rows(args, specs, datasets, sweeps) -> list[dict]:
+    """This rank's rows of the classical pipelines, on ``--workers`` processes."""
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    jobs = pipelines.classical_jobs(specs, datasets, args.levels, args.seed, sweeps, rank, world)
+    if not jobs:
+        return []
+    workers = args.workers or (pipelines.default_workers() if world == 1 else 1)
+    start = time.perf_counter()
+    rows = pipelines.run_classical(jobs, workers, show_progress=rank == 0)
+    if rank == 0:
+        seconds = time.perf_counter() - start
+        print(f"classical pipelines: {len(rows)} rows in {seconds:.1f} s on {workers} process(es)")
+    return rows
+
+
+def save_panels(args, rows: list[dict], datasets, coder) -> list[Path]:
+    """``--save-images``: side-by-side pictures of every image and level (rank 0)."""
+    models: dict[str, torch.nn.Module] = {}
+
+    def reconstruct(row: dict, noisy: torch.Tensor) -> torch.Tensor:
+        pipe = pipelines.parse_pipeline(row["pipeline"])
+        if not pipe.learned:
+            return pipelines.reconstruct_classical(pipe, row["quality"], noisy)
+        if row["checkpoint"] not in models:
+            models[row["checkpoint"]] = load_for_inference(row["checkpoint"])[0]
+        denoiser = pipelines.build_denoiser(pipe.denoiser) if pipe.denoiser else None
+        model = models[row["checkpoint"]]
+        return code_and_score(model, coder, noisy, noisy, denoiser, keep_image=True)[1]
+
+    names = list(dict.fromkeys(row["name"] for row in rows))
+    folder = Path(args.output) / "panels"
+    written = panels.write_panels(rows, datasets, names, args.seed, folder, reconstruct)
+    for path in written:
+        print(f"panel: {path}")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = "jicd evaluate"
     under_torchrun = bool(distributed.read_env())
     if under_torchrun:
-        distributed.init_distributed()
+        # Coding runs on the CPU: one process per core, whatever GPUs the node has.
+        distributed.init_distributed(device="cpu")
     try:
         return run_guarded(prog, lambda: run(build_parser().parse_args(argv)))
     finally:

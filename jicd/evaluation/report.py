@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import bjontegaard
@@ -29,10 +29,15 @@ matplotlib.use("Agg")  # headless: no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jicd.cli import OneLineParser, UserError, run_guarded  # noqa: E402
+from jicd.evaluation.protocol import PSNR_CONVENTIONS  # noqa: E402
 from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = "baseline_eccv22"
+# A reference file names its PSNR convention ("psnr_metric"); the published denoising-codec
+# numbers come from the authors' code, so that is the default.
+DEFAULT_REFERENCE_METRIC = "psnr"
+PSNR_METRICS = tuple(PSNR_CONVENTIONS)  # table columns: psnr, psnr-rgb
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Curve:
         ms_ssim: MS-SSIM per rate, or None when the source has none.
         quality: Quality index per point, or None.
         measured: True for our own results, False for published reference points.
+        metric: Which PSNR ``psnr`` holds: ``psnr`` (authors' truncation) or ``psnr-rgb``.
+        psnr_by_metric: Our curves: every PSNR convention the results carry.
     """
 
     label: str
@@ -54,6 +61,8 @@ class Curve:
     ms_ssim: list[float] | None = None
     quality: list | None = None
     measured: bool = True
+    metric: str = "psnr-rgb"
+    psnr_by_metric: dict[str, list[float]] | None = None
 
 
 @dataclass
@@ -65,6 +74,7 @@ class BdRate:
     percent: float
     method: str
     note: str
+    metric: str = ""
 
 
 def _sorted_curve(curve: Curve) -> Curve:
@@ -73,14 +83,21 @@ def _sorted_curve(curve: Curve) -> Curve:
     def pick(values):
         return None if values is None else [values[i] for i in order]
 
-    return Curve(
-        curve.label,
-        pick(curve.bpp),
-        pick(curve.psnr),
-        pick(curve.ms_ssim),
-        pick(curve.quality),
-        curve.measured,
+    by_metric = curve.psnr_by_metric
+    return replace(
+        curve,
+        bpp=pick(curve.bpp),
+        psnr=pick(curve.psnr),
+        ms_ssim=pick(curve.ms_ssim),
+        quality=pick(curve.quality),
+        psnr_by_metric=None if by_metric is None else {m: pick(v) for m, v in by_metric.items()},
     )
+
+
+def in_metric(curve: Curve, metric: str) -> Curve:
+    """``curve`` with its PSNR in convention ``metric`` (unchanged when it lacks that one)."""
+    values = (curve.psnr_by_metric or {}).get(metric)
+    return curve if values is None else replace(curve, psnr=values, metric=metric)
 
 
 def resolve_reference(spec: str) -> Path:
@@ -112,6 +129,7 @@ def load_reference(path: Path) -> dict[tuple[str, int], Curve]:
                 points.get("ms_ssim"),
                 payload.get("qualities"),
                 measured=False,
+                metric=payload.get("psnr_metric", DEFAULT_REFERENCE_METRIC),
             )
             curves[(set_name, int(level))] = _sorted_curve(curve)
     if not curves:
@@ -129,13 +147,35 @@ def load_results(folder: Path) -> dict[tuple[str, int], list[Curve]]:
         if not isinstance(payload, dict) or not {"results", "set", "level"} <= payload.keys():
             continue  # per-image files and foreign JSONs
         res = payload["results"]
+        # Older results (or rows without it) have no usable ``psnr``: fall back to psnr-rgb.
+        by_metric = {m: res[m] for m in PSNR_CONVENTIONS if _all_numbers(res.get(m))}
+        metric = "psnr" if "psnr" in by_metric else "psnr-rgb"
         curve = Curve(
-            payload["name"], res["bpp"], res["psnr-rgb"], res.get("ms-ssim-rgb"), res.get("quality")
+            payload["name"],
+            res["bpp"],
+            by_metric[metric],
+            res.get("ms-ssim-rgb"),
+            res.get("quality"),
+            metric=metric,
+            psnr_by_metric=by_metric,
         )
-        curves.setdefault((payload["set"], int(payload["level"])), []).append(_sorted_curve(curve))
+        curves.setdefault((payload["set"], level_key(payload["level"])), []).append(
+            _sorted_curve(curve)
+        )
     if not curves:
         raise UserError(f"no jicd evaluate results (*-SET-levelL.json) in {folder}")
     return curves
+
+
+def _all_numbers(values) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not math.isnan(v) for v in values
+    )
+
+
+def level_key(level: int | str) -> int | str:
+    """A results JSON's level: 1-4 as int (matching the reference files), a name as is."""
+    return int(level) if str(level).isdigit() else str(level)
 
 
 def _read_json(path: Path):
@@ -188,7 +228,8 @@ def plot_level(set_name: str, level: int, curves: list[Curve]) -> bytes:
         ax_psnr.plot(curve.bpp, curve.psnr, label=curve.label, **style)
         if curve.ms_ssim and not any(v is None for v in curve.ms_ssim):
             ax_ssim.plot(curve.bpp, curve.ms_ssim, label=curve.label, **style)
-    for axis, ylabel in ((ax_psnr, "PSNR-RGB [dB]"), (ax_ssim, "MS-SSIM (RGB)")):
+    psnr_label = "PSNR [dB] (" + ", ".join(sorted({c.metric for c in curves})) + ")"
+    for axis, ylabel in ((ax_psnr, psnr_label), (ax_ssim, "MS-SSIM (RGB)")):
         axis.set(xlabel="bpp (real bitstreams)", ylabel=ylabel)
         axis.grid(True, alpha=0.4)
         if axis.lines:  # tiny images have no MS-SSIM (needs > 160 px)
@@ -212,21 +253,28 @@ def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list
     lines = [
         f"## {set_name}, level {level}",
         "",
-        "| curve | q | bpp | PSNR [dB] | MS-SSIM |",
-        "|---|---|---|---|---|",
+        "| curve | q | bpp | psnr [dB] | psnr-rgb [dB] | MS-SSIM |",
+        "|---|---|---|---|---|---|",
     ]
     for curve in curves:
+        by_metric = curve.psnr_by_metric or {curve.metric: curve.psnr}
         for i, bpp in enumerate(curve.bpp):
             quality = curve.quality[i] if curve.quality else "-"
             ms_ssim = curve.ms_ssim[i] if curve.ms_ssim else None
-            lines.append(
-                f"| {curve.label} | {quality} | {bpp:.4f} | {curve.psnr[i]:.4f} | "
-                f"{_fmt(ms_ssim, 5)} |"
+            psnrs = " | ".join(
+                _fmt(by_metric[m][i] if m in by_metric else None, 4) for m in PSNR_METRICS
             )
-    lines += ["", "| test | anchor | BD-rate (PSNR) | method | note |", "|---|---|---|---|---|"]
+            lines.append(
+                f"| {curve.label} | {quality} | {bpp:.4f} | {psnrs} | {_fmt(ms_ssim, 5)} |"
+            )
+    lines += [
+        "",
+        "| test | anchor | BD-rate (PSNR) | PSNR compared | method | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rates:
         percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
-        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.method} | {r.note} |")
+        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.metric} | {r.method} | {r.note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,10 +282,17 @@ def build_report(results: dict, references: list[dict], output: Path) -> list[Pa
     """Write one PNG per (set, level) plus ``bd_rate.md`` and ``bd_rate.json``; return paths."""
     output.mkdir(parents=True, exist_ok=True)
     written, sections, table = [], [], []
-    for (set_name, level), ours in sorted(results.items()):
+    for (set_name, level), ours in sorted(results.items(), key=lambda kv: tuple(map(str, kv[0]))):
         refs = [ref[(set_name, level)] for ref in references if (set_name, level) in ref]
         curves = ours + refs
-        rates = [bd_rate(anchor, test) for test in ours for anchor in curves if anchor is not test]
+        # Against a curve, ours are read in that curve's PSNR convention (published baseline /
+        # JICDCLS: psnr, CompressAI: psnr-rgb); ours against ours in psnr.
+        rates = [
+            replace(bd_rate(anchor, in_metric(test, anchor.metric)), metric=anchor.metric)
+            for test in ours
+            for anchor in curves
+            if anchor is not test
+        ]
         written.append(output / f"rd-{set_name}-level{level}.png")
         write_bytes_atomic(written[-1], plot_level(set_name, level, curves))
         sections.append(markdown_section(set_name, level, curves, rates))
@@ -252,6 +307,10 @@ def build_report(results: dict, references: list[dict], output: Path) -> list[Pa
     header = (
         "# BD-rate (PSNR, real bitstreams; negative = fewer bits)\n\n"
         "bjontegaard package, pchip interpolation; cubic fit where noted.\n\n"
+        + "".join(f"* `{m}`: {text}\n" for m, text in PSNR_CONVENTIONS.items())
+        + "\nPublished curves are compared in their own convention (baseline / JICDCLS: "
+        "`psnr`, CompressAI: `psnr-rgb`), ours against ours in `psnr`; column "
+        "*PSNR compared*.\n\n"
     )
     written.append(output / "bd_rate.md")
     write_bytes_atomic(written[-1], (header + "\n".join(sections)).encode("utf-8"))

@@ -1,8 +1,15 @@
-"""Weights in and out: pretrained cheng2020-anchor import, inference export, inference loading.
+"""Weights in and out: checkpoint import (four formats), inference export, inference loading.
+
+Formats, detected from the keys (``jicd.models.released.detect_format``) or chosen explicitly:
+``compressai`` (a cheng2020-anchor state dict), ``baseline`` (ECCV'22 DenoiseCompression),
+``jicdcls`` (the ICIP'24 authors' JICDCS) and ``export`` (ours). Entry points:
+:func:`import_checkpoint` (``jicd import-checkpoint``), :func:`load_weights_for_finetuning`
+(``train.init_from``), :func:`load_for_inference` (evaluate, compress, decompress).
 
 Export format (``save_export``), one ``torch.save`` payload::
 
-    {"format": "jicd-export", "version": 1, "model": asdict(ModelConfig), "state_dict": {...}}
+    {"format": "jicd-export", "version": 1, "model": asdict(ModelConfig), "state_dict": {...},
+     ...extra (e.g. "imported_from", or "step" and "val_rd_loss" for best.pt)}
 
 with the entropy models' CDF tables already computed (``update(force=True)``), so a fresh process
 codes real bitstreams right after ``load_for_inference``.
@@ -12,25 +19,33 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from compressai.models import Cheng2020Anchor
-from compressai.zoo.pretrained import load_pretrained
 from torch import Tensor, nn
 
 from jicd.config import from_dict
 from jicd.errors import UserError
 from jicd.files import torch_save_atomic
 from jicd.models.joint_codec import JointDenoisingCodec
-from jicd.models.presets import QUALITIES, ModelConfig, build_model_from_config
+from jicd.models.presets import ModelConfig, build_model_from_config, channels_for_quality
+from jicd.models.released import (
+    ANCHOR_KEY,
+    EXPORT_FORMAT,
+    LAYOUTS,
+    detect_format,
+    qualities_of,
+    to_ours,
+    unwrap,
+)
 
-EXPORT_FORMAT = "jicd-export"
+log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 ANCHOR_ARCH = "cheng2020-anchor"
-ANCHOR_KEY = "g_a.0.conv1.weight"  # first conv of Cheng2020Anchor's g_a: its size(0) is N
 GA0_LAYERS = 3  # g_a[0:3] → ga0, g_a[3:7] → ga1
 NEW_MODULES = (
     "d0.",
@@ -62,8 +77,8 @@ def load_compressai_anchor(
     found = _anchor_channels(state_dict)
     if found != model.N:
         raise UserError(
-            f"cheng2020-anchor checkpoint has N={found} ({_qualities_of(found)}), "
-            f"expected N={model.N} ({_qualities_of(model.N)})"
+            f"cheng2020-anchor checkpoint has N={found} ({qualities_of(found)}), "
+            f"expected N={model.N} ({qualities_of(model.N)})"
         )
     result = _load(model, _split_analysis_keys(state_dict), strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(NEW_MODULES)]
@@ -74,8 +89,12 @@ def load_compressai_anchor(
         )
 
 
-def save_export(path: str | Path, model: nn.Module, model_cfg: ModelConfig) -> None:
+def save_export(
+    path: str | Path, model: nn.Module, model_cfg: ModelConfig, extra: dict | None = None
+) -> None:
     """Write the inference export of ``model`` to ``path`` atomically.
+
+    ``extra`` adds JSON-like fields to the payload (provenance, the step of a best export).
 
     The CDF tables are computed on a fresh CPU copy, so the training model (possibly wrapped in
     DDP / DeepSpeed, possibly on GPU) is not modified: resizing buffers on one rank only would
@@ -90,6 +109,7 @@ def save_export(path: str | Path, model: nn.Module, model_cfg: ModelConfig) -> N
         "version": EXPORT_VERSION,
         "model": asdict(model_cfg),
         "state_dict": export.state_dict(),
+        **(extra or {}),
     }
     torch_save_atomic(payload, path)
 
@@ -115,6 +135,11 @@ def load_for_inference(
     if isinstance(payload, dict) and "format" in payload:
         model, cfg = _model_from_export(payload, path)
         identity = {"arch": cfg.arch_name(), "quality": cfg.quality, "channels": model.N}
+    elif (found := detect_format(payload)) in LAYOUTS:
+        raise UserError(
+            f"{path} is a {LAYOUTS[found].title} checkpoint: convert it once with "
+            f"'jicd import-checkpoint {path} -o model.pt --quality Q'"
+        )
     else:
         model = _anchor_from_state_dict(payload, path)
         identity = {"arch": ANCHOR_ARCH, "quality": None, "channels": model.N}
@@ -123,7 +148,111 @@ def load_for_inference(
     return model.to(map_location).eval(), identity
 
 
-def _model_from_export(payload: dict, path: str | Path) -> tuple[JointDenoisingCodec, ModelConfig]:
+def import_checkpoint(
+    path: str | Path, quality: int, fmt: str = "auto"
+) -> tuple[nn.Module, ModelConfig | None, str]:
+    """Build the model a checkpoint of any of the four formats holds, for inference.
+
+    Args:
+        path: the file (training wrapper or plain state dict, ``module.`` prefixes allowed).
+        quality: 1-6; sets N, which the file must have.
+        fmt: ``auto`` (from the keys), ``compressai``, ``baseline``, ``jicdcls`` or ``export``.
+
+    Returns:
+        ``(model, model_cfg, format)``: a ``JointDenoisingCodec`` with its config, or for
+        ``compressai`` a plain ``Cheng2020Anchor`` (the sequential comparator) and ``None``.
+        CDF buffers are loaded as saved; ``save_export``/``load_for_inference`` recompute them.
+
+    Raises:
+        UserError: one line naming the first missing, extra or mis-shaped key.
+    """
+    where = str(path)
+    payload = _torch_load(path, f"checkpoint {path}")
+    fmt = _resolve_format(payload, fmt, where)
+    channels = channels_for_quality(quality)
+    if fmt == "export":
+        model, cfg = _model_from_export(payload, path)
+        if cfg.quality != quality:
+            raise UserError(f"{where}: the export is quality {cfg.quality}, not {quality}")
+        return model, cfg, fmt
+    state_dict = unwrap(payload, where)
+    if fmt == "compressai":
+        anchor = Cheng2020Anchor(channels)
+        found = state_dict.get(ANCHOR_KEY)
+        expected = anchor.state_dict()[ANCHOR_KEY]
+        if found is not None and found.shape != expected.shape:
+            raise UserError(
+                f"{where}: {ANCHOR_KEY!r} has shape {list(found.shape)} but quality {quality} "
+                f"needs {list(expected.shape)} (the file has N={found.size(0)}, "
+                f"{qualities_of(found.size(0))})"
+            )
+        _load(anchor, state_dict, strict=True, where=where)
+        return anchor, None, fmt
+    layout = LAYOUTS[fmt]
+    # JICDCLS keeps its projection head: the authors' head has exactly its shapes.
+    cfg = ModelConfig(
+        preset=layout.preset, quality=quality, head="authors" if fmt == "jicdcls" else "paper"
+    )
+    model = build_model_from_config(cfg)
+    _load(model, to_ours(state_dict, layout, model.state_dict(), where), strict=True, where=where)
+    return model, cfg, fmt
+
+
+def load_weights_for_finetuning(
+    model: JointDenoisingCodec, model_cfg: ModelConfig, path: str | Path
+) -> str:
+    """Fill ``model`` (in place) from a checkpoint of any format, for ``train.init_from``.
+
+    ``compressai``: the backbone only (denoisers and head keep their init). ``baseline`` /
+    ``jicdcls``: every tensor, strictly, into the preset it was trained as; a JICDCLS projection
+    head fills ``model.head=authors`` and is dropped (with a log line) for the paper's head.
+    ``export``: every tensor, strictly. Optimizer states are never carried over.
+
+    Returns:
+        The format that was loaded.
+
+    Raises:
+        UserError: one line on an unknown layout, a preset mismatch or a key/shape mismatch.
+    """
+    where = f"train.init_from={path}"
+    payload = _torch_load(path, f"train.init_from file {path}")
+    fmt = _resolve_format(payload, "auto", where)
+    if fmt == "compressai":
+        load_compressai_anchor(model, unwrap(payload, where))
+    elif fmt == "export":
+        _load(model, payload.get("state_dict") or {}, strict=True, where=where)
+    else:
+        layout = LAYOUTS[fmt]
+        if model_cfg.preset != layout.preset:
+            raise UserError(
+                f"{where}: a {layout.title} checkpoint needs model.preset={layout.preset}, "
+                f"got {model_cfg.preset!r}"
+            )
+        drop = keep = ()
+        if fmt == "jicdcls" and model_cfg.head != "authors":
+            drop, keep = ("projection_head.",), ("proj.",)
+            log.info("%s: projection_head dropped (model.head=%s)", where, model_cfg.head)
+        state_dict = to_ours(unwrap(payload, where), layout, model.state_dict(), where, drop, keep)
+        _load(model, state_dict, strict=not keep, where=where)
+    return fmt
+
+
+def _resolve_format(payload: Any, fmt: str, where: str) -> str:
+    """The chosen format, or the detected one for ``auto``."""
+    if fmt != "auto":
+        return fmt
+    found = detect_format(payload)
+    if found == "unknown":
+        raise UserError(
+            f"{where}: unknown checkpoint layout (neither a CompressAI cheng2020-anchor, "
+            "ECCV'22 baseline or JICDCLS state dict nor a jicd export); choose --format"
+        )
+    return found
+
+
+def _model_from_export(payload: Any, path: str | Path) -> tuple[JointDenoisingCodec, ModelConfig]:
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not a jicd export (no 'format' key)")
     if payload.get("format") != EXPORT_FORMAT or payload.get("version") != EXPORT_VERSION:
         raise UserError(
             f"{path}: unsupported export format {payload.get('format')!r} "
@@ -149,12 +278,8 @@ def _anchor_from_state_dict(payload: Any, path: str | Path) -> Cheng2020Anchor:
 def _read_state_dict(source: Any) -> StateDict:
     """A flat state dict from a dict or a file, with CompressAI's legacy key names fixed."""
     if isinstance(source, (str, Path)):
-        source = _torch_load(source, f"checkpoint {source}")
-    if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
-        source = source["state_dict"]
-    if not isinstance(source, dict) or not all(isinstance(v, Tensor) for v in source.values()):
-        raise UserError("not a state dict (expected a mapping of parameter names to tensors)")
-    return load_pretrained(source)  # strips "module.", renames pre-1.2 entropy-bottleneck keys
+        return unwrap(_torch_load(source, f"checkpoint {source}"), f"checkpoint {source}")
+    return unwrap(source, "checkpoint")
 
 
 def _torch_load(source: Any, what: str) -> Any:
@@ -191,8 +316,3 @@ def _load(model: nn.Module, state_dict: StateDict, strict: bool, where: str = "c
     except (RuntimeError, KeyError) as err:  # KeyError: CompressAI's CDF-buffer resizing
         detail = " ".join(str(err).split())
         raise UserError(f"{where}: weights do not fit the model: {detail[:300]}") from None
-
-
-def _qualities_of(channels: int) -> str:
-    qualities = [q for q, (n, _) in QUALITIES.items() if n == channels]
-    return f"quality {qualities[0]}-{qualities[-1]}" if qualities else "no standard quality"

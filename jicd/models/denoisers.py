@@ -21,7 +21,7 @@ from jicd.models.layers import (
     SelfONNResidualUnit,
 )
 
-DENOISER_KINDS = ("cbam", "attention")
+DENOISER_KINDS = ("cbam", "attention", "identity")
 
 
 class FeatureDenoiser(nn.Module):
@@ -74,8 +74,9 @@ def build_denoisers(
     """The pair (D0, D1) for a denoiser ``kind``.
 
     Args:
-        kind: ``"cbam"`` (jicd; Self-ONN only ever in D1, the second stage) or ``"attention"``
-            (the ECCV 2022 baseline: two plain CompressAI ``AttentionBlock(N)``).
+        kind: ``"cbam"`` (jicd; Self-ONN only ever in D1, the second stage), ``"attention"``
+            (the ECCV 2022 baseline: two plain CompressAI ``AttentionBlock(N)``) or
+            ``"identity"`` (none: the plain Cheng2020Anchor, e.g. a study's shared backbone).
         channels: N.
         multi_scale: multi-scale front end in both denoisers (``"cbam"`` only).
         self_onn: Self-ONN units in D1 (``"cbam"`` only).
@@ -84,6 +85,10 @@ def build_denoisers(
     Raises:
         ValueError: on an unknown kind, or switches the kind does not support.
     """
+    if kind == "identity":  # the plain Cheng2020Anchor: no denoising in the analysis
+        if multi_scale or self_onn:
+            raise UserError("the 'identity' denoisers support neither multi_scale nor self_onn")
+        return nn.Identity(), nn.Identity()
     if kind == "attention":
         if multi_scale or self_onn:
             raise UserError("the 'attention' denoisers support neither multi_scale nor self_onn")

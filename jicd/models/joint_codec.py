@@ -7,9 +7,18 @@ import torch.nn.functional as F
 from compressai.models import Cheng2020Anchor
 from torch import Tensor, nn
 
+from jicd.errors import UserError
 from jicd.models.denoisers import build_denoisers
 
 PROJ_HIDDEN = 128  # width of the projection MLP's hidden layer (docs/method.md: N → 128 → proj_dim)
+AUTHORS_WIDTH = 64  # the authors' head is Linear(64, ·) on the ga0 width: 256-px patches / 4
+
+
+def _mlp(in_features: int, proj_dim: int) -> nn.Sequential:
+    """Linear in→128 → ReLU → Linear 128→proj_dim (both heads; keys ``mlp.0`` / ``mlp.2``)."""
+    return nn.Sequential(
+        nn.Linear(in_features, PROJ_HIDDEN), nn.ReLU(inplace=True), nn.Linear(PROJ_HIDDEN, proj_dim)
+    )
 
 
 class ProjectionHead(nn.Module):
@@ -20,14 +29,37 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, channels: int, proj_dim: int = 128):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, PROJ_HIDDEN),
-            nn.ReLU(inplace=True),
-            nn.Linear(PROJ_HIDDEN, proj_dim),
-        )
+        self.mlp = _mlp(channels, proj_dim)
 
     def forward(self, feature: Tensor) -> Tensor:
         return F.normalize(self.mlp(feature.mean(dim=(2, 3))), dim=1)
+
+
+class AuthorsProjectionHead(nn.Module):
+    """The projection head of the authors' code (JICDCS ``projection_head``), as an option.
+
+    ``Linear(64, 128) → ReLU → Linear(128, proj_dim)`` applied along the **width** axis of the
+    ga0 map, then an average over height and the projected axis; no L2 normalisation. The
+    result has one value per latent channel, so ``proj_dim`` is averaged away.
+
+    Shapes: ``(B, N, H, 64)`` → ``(B, N)`` (a 256-pixel patch gives a 64×64 ga0 map).
+
+    Raises:
+        UserError: the map is not 64 wide (any patch size but 256).
+    """
+
+    def __init__(self, proj_dim: int = 128):
+        super().__init__()
+        self.mlp = _mlp(AUTHORS_WIDTH, proj_dim)
+
+    def forward(self, feature: Tensor) -> Tensor:
+        if feature.size(-1) != AUTHORS_WIDTH:
+            raise UserError(
+                f"model.head=authors works on 256-pixel patches only (ga0 width 64), got "
+                f"{4 * feature.size(-1)}-pixel-wide input; use data.patch_size=256 or "
+                "model.head=paper"
+            )
+        return self.mlp(feature).mean(dim=(2, 3))
 
 
 class JointDenoisingCodec(Cheng2020Anchor):
@@ -50,7 +82,8 @@ class JointDenoisingCodec(Cheng2020Anchor):
         augmented ─► ga0 ─► proj ─► p_aug            contrastive: NT-Xent(p_noisy, p_aug)
 
     Shapes: images ``(B, 3, H, W)`` (H, W multiples of 64); ``t0, y0, y0_gt`` ``(B, N, H/4, W/4)``;
-    ``t1, y1, y1_gt`` ``(B, N, H/16, W/16)``; projections ``(B, proj_dim)``.
+    ``t1, y1, y1_gt`` ``(B, N, H/16, W/16)``; projections ``(B, proj_dim)`` (``(B, N)`` with
+    the authors' head).
 
     Args:
         N: channels of every latent (128 for qualities 1-3, 192 for 4-6).
@@ -60,6 +93,8 @@ class JointDenoisingCodec(Cheng2020Anchor):
         multi_scale: dilated multi-scale front end in D0 and D1.
         onn_q: Self-ONN order.
         proj_dim: output size of the projection head.
+        head: ``"paper"`` (:class:`ProjectionHead`) or ``"authors"``
+            (:class:`AuthorsProjectionHead`).
     """
 
     def __init__(
@@ -72,6 +107,7 @@ class JointDenoisingCodec(Cheng2020Anchor):
         multi_scale: bool = True,
         onn_q: int = 3,
         proj_dim: int = 128,
+        head: str = "paper",
     ):
         super().__init__(N=N)
         # Take g_a's layers out of the module tree so that self.g_a resolves to the method below.
@@ -79,7 +115,12 @@ class JointDenoisingCodec(Cheng2020Anchor):
         self.ga0 = nn.Sequential(*analysis[:3])
         self.ga1 = nn.Sequential(*analysis[3:])
         self.d0, self.d1 = build_denoisers(denoiser, N, multi_scale, self_onn, onn_q)
-        self.register_module("proj", ProjectionHead(N, proj_dim) if contrastive else None)
+        proj = None
+        if contrastive:
+            proj = (
+                ProjectionHead(N, proj_dim) if head == "paper" else AuthorsProjectionHead(proj_dim)
+            )
+        self.register_module("proj", proj)
 
     @classmethod
     def from_state_dict(cls, state_dict: dict) -> JointDenoisingCodec:
@@ -108,7 +149,8 @@ class JointDenoisingCodec(Cheng2020Anchor):
         Returns:
             ``{"x_hat": (B,3,H,W), "likelihoods": {"y", "z"}}`` plus
             ``"guidance": {"y0", "y0_gt": (B,N,H/4,W/4), "y1", "y1_gt": (B,N,H/16,W/16)}`` and
-            ``"proj": {"noisy", "augmented": (B, proj_dim)}`` when those branches run.
+            ``"proj": {"noisy", "augmented": (B, proj_dim)}`` (``(B, N)`` with the authors'
+            head) when those branches run.
         """
         use_aug = augmented is not None and self.proj is not None
         views = [noisy] + ([clean] if clean is not None else []) + ([augmented] if use_aug else [])

@@ -39,13 +39,6 @@ def _check_quality(quality: int) -> int:
 def _check_head(head: str) -> None:
     if head not in HEADS:
         raise UserError(f"model.head: unknown {head!r}; choose from {', '.join(HEADS)}")
-    if head == "authors":
-        # The authors' code applies Linear(64, 128) along the feature map's width axis, so it only
-        # works for 256-pixel patches; docs/method.md keeps it as an option, not a default.
-        raise UserError(
-            "model.head='authors' (the authors' width-axis head, 256-px patches only) is not "
-            "implemented; use 'paper'"
-        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +70,10 @@ register_preset(
     "baseline",
     Preset("attention", False, False, False, "ECCV 2022: AttentionBlock denoisers, guidance only"),
 )
+register_preset(
+    "anchor",
+    Preset("identity", False, False, False, "plain Cheng2020Anchor: no denoisers, no contrastive"),
+)
 
 
 @dataclass
@@ -84,7 +81,7 @@ class ModelConfig:
     """The ``model`` section: which architecture, at which quality."""
 
     preset: str = "jicd"
-    """Registered architecture: ``jicd`` (paper) or ``baseline`` (ECCV 2022)."""
+    """Registered architecture: ``jicd`` (paper), ``baseline`` (ECCV 2022) or ``anchor`` (plain)."""
     quality: int = 3
     """Quality 1-6: sets N (128 / 192) and the default λ_d."""
     channels: int | None = None
@@ -100,7 +97,10 @@ class ModelConfig:
     proj_dim: int = 128
     """Output size of the projection head."""
     head: str = "paper"
-    """Projection head: ``paper`` (GAP → MLP → L2). ``authors`` is documented, not implemented."""
+    """Projection head: ``paper`` (GAP → MLP N→128→proj_dim → L2, the paper's), or ``authors``
+    (their code: Linear(64,128)-ReLU-Linear(128,proj_dim) along the width of the 64-wide ga0
+    map, so 256-px patches only, then average pool, no normalisation; ``loss.lambda_c`` and
+    ``loss.normalize`` follow it)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -112,7 +112,7 @@ class ModelConfig:
         if self.onn_q < 1 or self.proj_dim < 1:
             raise UserError("model.onn_q and model.proj_dim must be >= 1")
         _check_head(self.head)
-        if PRESETS[self.preset].denoiser == "attention" and (
+        if PRESETS[self.preset].denoiser in ("attention", "identity") and (
             self.flags()["self_onn"] or self.flags()["multi_scale"]
         ):
             raise UserError(
@@ -149,6 +149,7 @@ def build_model_from_config(cfg: ModelConfig) -> JointDenoisingCodec:
         denoiser=PRESETS[cfg.preset].denoiser,
         onn_q=cfg.onn_q,
         proj_dim=cfg.proj_dim,
+        head=cfg.head,
         **cfg.flags(),
     )
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from data_fixtures import PATCH, make_shards
+from data_fixtures import BACKENDS, HAS_DALI, PATCH, make_shards
 from numpy.lib.stride_tricks import sliding_window_view
 
 from data_pipeline import AugmentConfig, DataConfig, build_train_loader, build_val_loader
 from data_pipeline.manifest import load_split
 from data_pipeline.torch_loader import read_image
 
-HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
-BACKENDS = [
-    pytest.param("dali", marks=pytest.mark.skipif(not HAS_DALI, reason="DALI not installed")),
-    "torch",
-]
 BATCH = 4
 
 
@@ -133,8 +127,11 @@ def test_resume_gives_the_same_next_batches(shards: Path, backend: str) -> None:
         assert got["keys"] == want["keys"]
         assert torch.equal(got["clean"], want["clean"])
         assert torch.equal(got["augmented"], want["augmented"])
-    with pytest.raises(ValueError, match="loader state"):
-        resumed.load_state_dict({**state, "world_size": 2})
+    other = "torch" if backend == "dali" else "dali"
+    with pytest.raises(ValueError, match="loader state is for backend"):
+        resumed.load_state_dict({**state, "backend": other})
+    with pytest.raises(ValueError, match="loader state is for rank 1"):
+        resumed.load_state_dict({**state, "rank": 1})
 
 
 def test_torch_loader_is_independent_of_worker_count(shards: Path) -> None:
@@ -173,3 +170,47 @@ def test_config_errors(shards: Path) -> None:
         build_train_loader(_config(shards, "torch", batch_size_per_gpu=20), 0, 2, "cpu")
     with pytest.raises(ValueError, match="no manifest.json"):
         build_train_loader(_config(shards.parent, "torch"), 0, 1, "cpu")
+
+
+def test_torch_state_of_two_ranks_continues_on_one_with_the_same_global_batches(shards) -> None:
+    two = [
+        build_train_loader(_config(shards, "torch", batch_size_per_gpu=2), r, 2, "cpu")
+        for r in (0, 1)
+    ]
+    for _ in range(3):
+        for loader in two:
+            next(loader)
+    state = two[0].state_dict()
+    expected = [[next(loader) for loader in two] for _ in range(4)]  # crosses an epoch end
+    one = build_train_loader(_config(shards, "torch", batch_size_per_gpu=4), 0, 1, "cpu")
+    one.load_state_dict(state)
+    for pair in expected:
+        got = next(one)
+        want = {key: crop for b in pair for key, crop in zip(b["keys"], b["clean"], strict=True)}
+        assert sorted(got["keys"]) == sorted(want)  # the same samples...
+        for key, crop in zip(got["keys"], got["clean"], strict=True):
+            assert torch.equal(crop, want[key])  # ...with the same crops
+
+
+@pytest.mark.skipif(not HAS_DALI, reason="DALI not installed")
+def test_dali_state_of_two_ranks_continues_on_one_at_the_same_epoch_and_fraction(shards) -> None:
+    cfg = _config(shards, "dali", batch_size_per_gpu=2)
+    rank0 = build_train_loader(cfg, 0, 2, "cpu")
+    for _ in range(2):
+        next(rank0)
+    state = rank0.state_dict()
+    fraction = state["batch"] / state["batches_per_epoch"]
+    one = build_train_loader(_config(shards, "dali", batch_size_per_gpu=4), 0, 1, "cpu")
+    one.load_state_dict(state)
+    resumed = one.state_dict()
+    assert resumed["epoch"] == state["epoch"] and resumed["remainder"]["fraction"] == fraction
+    seen = []
+    while True:
+        batch = next(one)
+        if one.state_dict()["epoch"] != state["epoch"]:
+            break  # this batch already opened the next epoch
+        assert len(batch["keys"]) == 4
+        seen += batch["keys"]
+    train = load_split(str(shards), "train").num_samples
+    assert abs(len(seen) - (1 - fraction) * train) <= 4  # the rest of the epoch, by size
+    assert one.state_dict()["remainder"] is None  # then full epochs again

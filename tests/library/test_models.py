@@ -175,7 +175,6 @@ def test_model_config_validation():
         {"quality": 7},
         {"preset": "nope"},
         {"channels": 10},
-        {"head": "authors"},
         {"head": "other"},
         {"preset": "baseline", "self_onn": True},
     ):

@@ -127,3 +127,29 @@ def test_fixed_seed_noise_identical_on_gpu() -> None:
     cpu = validation_noise(clean, [3, 4])
     gpu = validation_noise(clean.cuda(), [3, 4]).cpu()
     assert torch.allclose(cpu, gpu, atol=1e-6)
+
+
+def test_training_noise_kinds() -> None:
+    from jicd.errors import UserError
+    from jicd.noise import NoiseConfig, add_noise, sample_train_sigmas, training_noise
+
+    clean = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cfg = NoiseConfig()
+    # gamma: exactly the draws the trainer made before noise kinds existed
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    sigma_r, sigma_s = sample_train_sigmas(cfg, 3, gen_b, "cpu")
+    expected = add_noise(clean, sigma_r, sigma_s, gen_b)
+    assert torch.equal(training_noise(cfg, {"clean": clean}, gen_a), expected)
+    # unprocess: one random camera per image, seeded by the generator
+    unproc = NoiseConfig(kind="unprocess")
+    first = training_noise(unproc, {"clean": clean}, torch.Generator().manual_seed(1))
+    again = training_noise(unproc, {"clean": clean}, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and not torch.equal(first, clean)
+    # paired: the loader's noisy member, unchanged
+    noisy = clean.flip(-1)
+    paired = NoiseConfig(kind="paired")
+    assert training_noise(paired, {"clean": clean, "noisy": noisy}) is noisy
+    with pytest.raises(UserError, match="needs paired shards"):
+        training_noise(paired, {"clean": clean})
+    with pytest.raises(UserError, match="noise.kind: unknown kind 'poisson'"):
+        NoiseConfig(kind="poisson")

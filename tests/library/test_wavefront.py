@@ -94,14 +94,14 @@ def test_wavefronts_only_read_earlier_wavefronts(height: int, width: int) -> Non
 
 
 def test_scale_indexes_match_compressai(models: dict[int, nn.Module]) -> None:
-    from jicd.codec.wavefront import _WavefrontModel
+    from jicd.codec.schedule import WavefrontNet
 
     model = models[128]
     gaussian = model.gaussian_conditional
     table = gaussian.scale_table
     scales = torch.cat([table, table * 1.0001, table * 0.9999, torch.rand(4000) * 300 - 5])
     scales = scales.view(-1, 8)
-    net = _WavefrontModel(model, torch.zeros(1, 256, 4, 4))
+    net = WavefrontNet(model, torch.zeros(1, 256, 4, 4))
     assert torch.equal(net._scale_indexes(scales), gaussian.build_indexes(scales))
 
 

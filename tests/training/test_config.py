@@ -85,3 +85,17 @@ def test_paper_recipe_in_iterations() -> None:
         assert (cfg.loss.lambda_g, cfg.loss.lambda_c, cfg.loss.temperature) == (3.0, 1.5, 0.07)
         assert cfg.train.loss_cap == (100.0 if q <= 3 else 1000.0)
         assert load_config(CONFIGS / f"baseline_q{q}.yaml").model.preset == "baseline"
+
+
+def test_resume_check_names_experiment_keys_and_ignores_newer_ones() -> None:
+    from jicd.config import to_dict
+    from trainer.config import changed_keys, resolve_config
+
+    saved = to_dict(resolve_config(load_config(CONFIGS / "smoke.yaml"), 2))
+    del saved["loss"]["distortion"]  # a key added to jicd after this run started
+    same = resolve_config(load_config(CONFIGS / "smoke.yaml", ["data.num_threads=3"]), 2)
+    assert changed_keys(saved, same) == []
+    other = resolve_config(
+        load_config(CONFIGS / "smoke.yaml", ["model.channels=24", "train.seed=5"]), 2
+    )
+    assert changed_keys(saved, other) == ["data.seed", "model.channels", "train.seed"]

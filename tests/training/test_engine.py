@@ -20,6 +20,14 @@ def test_deepspeed_json_follows_our_config() -> None:
     assert ds["train_batch_size"] == 16 and ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["gradient_clipping"] == 1.0 and ds["zero_optimization"] == {"stage": 2}
     assert not ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    assert not ds["torch_autocast"]["enabled"]
+    bf16 = deepspeed_config(batch_per_rank=4, world_size=4, clip=1.0, stage=2, bf16_autocast=True)
+    # DeepSpeed's own autocast, with every gradient all-reduce kept in fp32
+    assert bf16["torch_autocast"] == {
+        "enabled": True,
+        "dtype": "bfloat16",
+        "lower_precision_safe_modules": [],
+    }
 
 
 def test_zero_stage_3_is_rejected() -> None:
@@ -44,7 +52,7 @@ def record_entropy_model_calls(model) -> list[tuple[bool, torch.dtype]]:
 
 def test_bf16_autocast_keeps_entropy_models_in_fp32() -> None:
     torch.manual_seed(0)
-    cfg = EngineConfig(precision="bf16-autocast")
+    cfg = EngineConfig(kind="ddp", precision="bf16-autocast")  # DeepSpeed: its own autocast
     x = torch.rand(1, 3, 64, 64)
     plain = build_model("jicd", 1, channels=16)
     calls = record_entropy_model_calls(plain)

@@ -116,3 +116,18 @@ def test_dumped_config_is_the_one_that_ran_and_guards_the_resume(tmp_path: Path,
     # A throughput-only change (and more steps) resumes.
     run_training(2, run_dir, shards, [*overrides, "train.steps=3", "data.num_threads=2"])
     assert metrics(run_dir)[-1]["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "override", ["loss.distortion=ms-ssim", "noise.kind=unprocess", "noise.kind=none"]
+)
+def test_objective_and_noise_variants_train(tmp_path: Path, shards: Path, override: str) -> None:
+    run_dir = tmp_path / "run"
+    run_training(0, run_dir, shards, [override, "train.steps=2", "train.val_every=2",
+                                      "engine.kind=ddp"])  # fmt: skip
+    rows, val = metrics(run_dir), metrics(run_dir, "val")
+    assert [r["step"] for r in rows] == [1, 2] and all(r["skipped"] == 0.0 for r in rows)
+    assert 0 < val[-1]["ms_ssim"] <= 1 and "ms_ssim_db" in val[-1]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if override.startswith("loss"):
+        assert saved["loss"]["lmbda"] == 2.40  # the MS-SSIM λ of q1

@@ -1,0 +1,54 @@
+"""``jicd check-shards DIR``: verify a shard folder and write a report.
+
+    jicd check-shards /data/flickr2w-shards [--report FILE] [--workers 0]
+
+Checks what :mod:`data_pipeline.verify` lists (sizes, checksums, tar headers, DALI index
+offsets, decoding of every sample) with one process per core, prints one line per problem and
+writes the report as JSON (default ``DIR/check-report.json``). Exit status 0 when every shard is
+sound, 1 when a problem was found, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from data_pipeline.verify import verify_shards
+from jicd.cli import OneLineParser, run_guarded
+from jicd.files import write_json_atomic
+
+PROG = "jicd check-shards"
+REPORT_NAME = "check-report.json"
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="Verify WebDataset shards against manifest.json.")
+    parser.add_argument("shards", help="folder written by jicd prepare-shards")
+    parser.add_argument("--report", help=f"JSON report (default: SHARDS/{REPORT_NAME})")
+    parser.add_argument("--workers", type=int, default=0, help="processes, 0 = all cores")
+    return parser
+
+
+def _run(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    report = verify_shards(args.shards, args.workers)
+    path = args.report or os.path.join(args.shards, REPORT_NAME)
+    write_json_atomic(path, report)
+    for problem in report["problems"]:
+        where = f"{problem['shard']}:{problem['member']}" if problem["member"] else problem["shard"]
+        print(f"{where}: {problem['problem']}")
+    verdict = "sound" if not report["problems"] else f"{len(report['problems'])} problems"
+    print(
+        f"{report['shards']} shards, {report['decoded']} of {report['samples']} samples decoded: "
+        f"{verdict}; report: {path}"
+    )
+    return 1 if report["problems"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jicd check-shards``; returns the exit status."""
+    return run_guarded(PROG, lambda: _run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

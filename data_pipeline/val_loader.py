@@ -1,0 +1,109 @@
+"""The validation loader (both training backends): deterministic center crops decoded in PIL.
+
+Validation is small and must give the same pixels whichever training backend is used, so one
+implementation serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data_pipeline.bad_samples import BadSample, bad_sample, error_line
+from data_pipeline.config import DataConfig
+from data_pipeline.manifest import SampleLocation, check_split, load_split
+from data_pipeline.torch_loader import (
+    loader_kwargs,
+    read_image,
+    to_device_float,
+    to_uint8_chw,
+)
+
+
+class _ValSamples(Dataset):
+    """Map-style dataset of center crops: val position -> ``(clean uint8 | None, key, position,
+    bad | None)`` (None and a report for an undecodable sample)."""
+
+    def __init__(self, locations: list[SampleLocation], patch: int) -> None:
+        self.locations, self.patch = locations, patch
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str, int, BadSample | None]:
+        location = self.locations[index]
+        try:
+            image = read_image(location)
+            image.load()
+        except Exception as exc:  # PIL raises many unrelated types for bad data
+            return None, location.key, index, bad_sample("val", location, error_line(exc))
+        left = int(round((image.width - self.patch) / 2.0))  # torchvision CenterCrop rounding
+        top = int(round((image.height - self.patch) / 2.0))
+        crop = image.crop((left, top, left + self.patch, top + self.patch))
+        return to_uint8_chw(crop), location.key, index, None
+
+
+class ValLoader:
+    """Finite validation loader: rank r gets val positions r, r + W, ... (uneven counts allowed).
+
+    An undecodable sample is left out of its batch (validation sums are all-reduced once at the
+    end, so ranks may hold different counts) and reported in :attr:`bad_samples`; the caller
+    merges the reports of all ranks and calls :meth:`exclude`.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        excluded: Iterable[str] = (),
+    ) -> None:
+        self.cfg, self.device = cfg, device
+        files = load_split(cfg.shards, "val")
+        check_split(files, "val", cfg.patch_size, 0)
+        self.dataset = _ValSamples(files.locations(), cfg.patch_size)
+        self.all_positions = list(range(rank, len(self.dataset), world_size))
+        self.bad_samples: list[BadSample] = []
+        self.excluded: set[str] = set()
+        self.exclude(excluded)
+
+    def exclude(self, keys: Iterable[str]) -> None:
+        """Leave these samples out of every later validation."""
+        self.excluded |= set(keys)
+        locations = self.dataset.locations
+        self.positions = [p for p in self.all_positions if locations[p].key not in self.excluded]
+        self.loader = DataLoader(
+            torch.utils.data.Subset(self.dataset, self.positions),
+            batch_size=self.cfg.val_batch_size,
+            collate_fn=_collate_val,
+            **loader_kwargs(self.cfg, self.device),
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.bad_samples += batch.pop("bad_samples")
+            if not batch["keys"]:
+                continue  # every sample of this batch was undecodable
+            batch["clean"] = to_device_float(batch["clean"], self.device)
+            yield batch
+
+
+def _collate_val(samples: list[tuple]) -> dict[str, Any]:
+    good = [s for s in samples if s[0] is not None]
+    bad = [s[3] for s in samples if s[0] is None]
+    if not good:
+        return {"keys": [], "bad_samples": bad}
+    clean, keys, index, _ = zip(*good, strict=True)
+    return {
+        "clean": torch.stack(clean),
+        "keys": list(keys),
+        "index": torch.tensor(index),
+        "bad_samples": bad,
+    }

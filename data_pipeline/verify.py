@@ -1,0 +1,160 @@
+"""Verify a shard folder against its ``manifest.json``: what ``jicd check-shards`` and the end of
+``prepare-shards`` run.
+
+Per shard (one process each, in parallel): the tar exists and has the recorded size and sha256
+(manifests from before sizes were recorded skip the size); the tar's headers read to the end
+(a truncated tar fails here); every line of the DALI index names a member of the tar at its
+true data offset and size, and the index lists the recorded number of samples; every sample
+decodes completely (PIL) and is at least ``min_side`` on each side.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+from data_pipeline.bad_samples import error_line
+from data_pipeline.manifest import MANIFEST_NAME, SampleLocation, read_index
+from data_pipeline.parallel import parallel_map
+from jicd.errors import UserError
+from jicd.files import sha256_file
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a shard (``member`` empty when it is the whole shard)."""
+
+    shard: str
+    member: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.shard}:{self.member}" if self.member else self.shard
+        return f"{where}: {self.problem}"
+
+
+@dataclass
+class _ShardTask:
+    shards_dir: str
+    record: dict
+    min_side: int
+
+
+def _tar_members(path: str) -> dict[str, tuple[int, int]]:
+    """``{member name: (data offset, size)}`` from the tar's own headers."""
+    with tarfile.open(path) as tar:
+        return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+
+
+def check_shard(task: _ShardTask) -> tuple[list[Problem], int]:
+    """All problems of one shard, and how many samples were decoded."""
+    record, name = task.record, task.record["name"]
+    path = os.path.join(task.shards_dir, name)
+    if not os.path.isfile(path):
+        return [Problem(name, "", "shard file missing")], 0
+    problems = []
+    size = os.path.getsize(path)
+    if "size" in record and size != record["size"]:
+        problems.append(Problem(name, "", f"{size} bytes, the manifest records {record['size']}"))
+    elif "sha256" in record and sha256_file(path) != record["sha256"]:
+        problems.append(Problem(name, "", "sha256 differs from the manifest"))
+    try:
+        members = _tar_members(path)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        problems.append(Problem(name, "", f"not a complete tar ({error_line(exc)})"))
+        members = None
+    index_path = os.path.join(task.shards_dir, record["index"])
+    try:
+        locations = read_index(path, index_path)
+    except (UserError, OSError, ValueError) as exc:
+        return [*problems, Problem(name, "", f"index {record['index']}: {exc}")], 0
+    # tarfile stops quietly when the file ends at a header boundary or inside a member's data
+    ends = [o + n for o, n in (members or {}).values()] + [
+        loc.offset + loc.size for loc in locations
+    ]
+    if max(ends, default=0) > size:
+        where = f"data up to byte {max(ends)}, {size} present"
+        problems.append(Problem(name, "", f"not a complete tar ({where})"))
+    if len(locations) != record["num_samples"]:
+        counts = f"index lists {len(locations)} samples, manifest {record['num_samples']}"
+        problems.append(Problem(name, "", counts))
+    decoded = 0
+    with open(path, "rb") as handle:
+        for loc in locations:
+            truth = members.get(loc.member) if members is not None else (loc.offset, loc.size)
+            if truth != (loc.offset, loc.size):
+                found = f"the tar {truth[0]}/{truth[1]}" if truth else "no such member in the tar"
+                where = f"index offset/size {loc.offset}/{loc.size}, {found}"
+                problems.append(Problem(name, loc.member, where))
+                continue
+            handle.seek(loc.offset)
+            problem = decode_problem(handle.read(loc.size), loc.size, task.min_side)
+            if problem:
+                problems.append(Problem(name, loc.member, problem))
+            else:
+                decoded += 1
+    return problems, decoded
+
+
+def decode_problem(payload: bytes, size: int, min_side: int) -> str:
+    """Why ``payload`` is not a usable sample, or "" when it decodes completely."""
+    if len(payload) != size:
+        return f"only {len(payload)} of {size} bytes present"
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            image.load()
+            if min(image.size) < min_side:
+                return f"{image.size[0]}x{image.size[1]} is smaller than min_side {min_side}"
+    except Exception as exc:  # PIL raises many unrelated types for bad data
+        return f"does not decode ({error_line(exc)})"
+    return ""
+
+
+def _location_problem(location: SampleLocation) -> str:
+    with open(location.tar_path, "rb") as handle:
+        handle.seek(location.offset)
+        return decode_problem(handle.read(location.size), location.size, 1)
+
+
+def find_undecodable(
+    locations: list[SampleLocation], workers: int
+) -> list[tuple[SampleLocation, str]]:
+    """The samples among ``locations`` that do not decode, with why (a full PIL decode each)."""
+    problems = parallel_map(_location_problem, locations, workers, "scan", "img")
+    return [(loc, problem) for loc, problem in zip(locations, problems, strict=True) if problem]
+
+
+def verify_shards(shards_dir: str | os.PathLike, workers: int = 0) -> dict:
+    """Check every shard of ``shards_dir``; returns the report (``problems`` empty when sound).
+
+    Raises:
+        UserError: no readable manifest.
+    """
+    manifest_path = os.path.join(shards_dir, MANIFEST_NAME)
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        records = [shard for split in manifest["splits"].values() for shard in split["shards"]]
+        min_side = int(manifest["settings"]["min_side"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{manifest_path}: no readable shard manifest ({exc})") from None
+    tasks = [_ShardTask(str(shards_dir), record, min_side) for record in records]
+    problems: list[Problem] = []
+    decoded = 0
+    for found, count in parallel_map(check_shard, tasks, workers, "verify", "shard"):
+        problems += found
+        decoded += count
+    expected = sum(int(r["num_samples"]) for r in records)
+    return {
+        "shards_dir": os.path.abspath(shards_dir),
+        "shards": len(records),
+        "samples": expected,
+        "decoded": decoded,
+        "checked": ["size", "sha256", "tar headers", "index offsets", "decode", "min_side"],
+        "problems": [asdict(p) for p in problems],
+    }

@@ -1,0 +1,52 @@
+"""The entropy coders and their registry (re-exported lazily by :mod:`jicd.codec`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from jicd.codec.placement import refuse_off_cpu
+from jicd.codec.wavefront import WavefrontCoder
+from jicd.errors import UserError
+
+
+class SerialCoder:
+    """CompressAI's reference coder: ``model.compress`` / ``model.decompress`` unchanged."""
+
+    name = "serial"
+
+    @torch.inference_mode()
+    def compress(self, model: nn.Module, x: Tensor) -> dict:
+        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only)."""
+        refuse_off_cpu(model, self.name)
+        return model.compress(x)
+
+    @torch.inference_mode()
+    def decompress(
+        self, model: nn.Module, strings: list, shape, checks: list[int] | None = None
+    ) -> dict:
+        """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``.
+
+        ``checks`` is accepted for the common interface; CompressAI's loop exposes no indices
+        to verify, so serial files carry none.
+        """
+        refuse_off_cpu(model, self.name)
+        return model.decompress(strings, shape)
+
+
+CODERS = {"wavefront": WavefrontCoder, "serial": SerialCoder}
+DEFAULT_CODER = "wavefront"
+
+
+def get_coder(name: str = DEFAULT_CODER) -> WavefrontCoder | SerialCoder:
+    """Return the entropy coder called ``name`` (one of :data:`CODERS`).
+
+    Raises:
+        ValueError: for an unknown name, listing the choices.
+    """
+    if name not in CODERS:
+        raise UserError(f"unknown coder {name!r}; choose one of: {', '.join(CODERS)}")
+    return CODERS[name]()
+
+
+__all__ = ["CODERS", "DEFAULT_CODER", "SerialCoder", "get_coder"]

@@ -1,0 +1,103 @@
+"""Where coding runs: transforms on the model's device, entropy parameters always on the CPU.
+
+The arithmetic decoder must derive *bit-identically* the CDF indices the encoder used. Those
+come from floating-point networks (``h_s``, the masked context convolution, the entropy
+parameter head), and a GPU rounds them differently from a CPU (other kernels, TF32, reduction
+orders), so a stream whose indices were computed on a GPU would decode to garbage on a CPU, and
+vice versa. The wavefront coder therefore runs the analysis ``g_a``/``h_a`` and the synthesis
+``g_s`` wherever the model lives (their outputs only need to be close), and everything that
+feeds the entropy coder on a CPU copy of those few modules: a file encoded with a CUDA model
+decodes on a CPU-only machine. The ``.jicd`` header records this (``decode_device``) and a
+checksum of the indices, so a decoder that still computes other indices (another CPU
+arithmetic or torch build) refuses the file instead of writing a wrong image.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import torch
+from torch import nn
+
+from jicd.errors import UserError
+
+# Everything whose output reaches the rANS coder (the z stream, the CDF indices, the means).
+ENTROPY_MODULES = (
+    "entropy_bottleneck",
+    "gaussian_conditional",
+    "h_s",
+    "context_prediction",
+    "entropy_parameters",
+)
+ENTROPY_DEVICE = torch.device("cpu")
+
+
+class EntropySide(nn.Module):
+    """CPU copies of a model's :data:`ENTROPY_MODULES` (the part that must match the decoder)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        for name in ENTROPY_MODULES:
+            setattr(self, name, copy.deepcopy(getattr(model, name)).to(ENTROPY_DEVICE))
+
+
+# model -> (fingerprint of its entropy weights, CPU copy): copy once per weight version.
+_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, EntropySide]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's weights, refusing models that cannot code.
+
+    Raises:
+        UserError: weights on the ``meta`` device (shapes only, never loaded).
+    """
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else ENTROPY_DEVICE
+    if device.type == "meta":
+        raise UserError(
+            "the model's weights are on the meta device (never loaded): load a checkpoint "
+            "before compressing or decompressing"
+        )
+    return device
+
+
+def entropy_side(model: nn.Module) -> nn.Module:
+    """The modules that compute entropy parameters, on the CPU.
+
+    A CPU model is returned as it is; for a model on any other device a CPU copy of its
+    :data:`ENTROPY_MODULES` is made (and reused while those weights are unchanged).
+
+    Raises:
+        UserError: weights on the ``meta`` device.
+    """
+    if isinstance(model, EntropySide) or model_device(model) == ENTROPY_DEVICE:
+        return model
+    modules = [getattr(model, name) for name in ENTROPY_MODULES]
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    if any(t.device.type == "meta" for t in tensors):
+        raise UserError("the model's entropy models are on the meta device (never loaded)")
+    fingerprint = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
+    cached = _COPIES.get(model)
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, EntropySide(model).eval())
+        _COPIES[model] = cached
+    return cached[1]
+
+
+def refuse_off_cpu(model: nn.Module, coder: str) -> None:
+    """For coders that run CompressAI's own loop on the model's device (the serial coder).
+
+    Raises:
+        UserError: the model is not on the CPU (its streams would only decode on the same GPU
+            type and software, if at all).
+    """
+    device = model_device(model)
+    if device != ENTROPY_DEVICE:
+        raise UserError(
+            f"the {coder} coder computes entropy parameters on the model's device ({device}), "
+            "which a CPU decoder cannot reproduce: move the model to the CPU, or use the "
+            "wavefront coder (transforms on the GPU, entropy parameters on the CPU)"
+        )

@@ -1,0 +1,285 @@
+"""The GPU lines of ``launch/gpu_check.py`` (each raises ``Skip`` without the GPUs it needs).
+
+    python -m torch.distributed.run --nproc-per-node=2 launch/gpu_check_cuda.py nt-xent OUT
+
+is the NT-Xent worker the NCCL line starts; everything else runs inside gpu_check's process
+or as ``launch/train.py`` / ``launch/train_multinode.sh`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "launch"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gpu_check import Context, last_line, photo, run  # noqa: E402
+
+from jicd import distributed as D  # noqa: E402
+
+
+def group(ctx: Context) -> D.DistInfo:
+    """A one-process NCCL group for the in-process lines (DeepSpeed keeps the first one)."""
+    ctx.need_gpus(1)
+    return D._INFO or D.init_distributed(timeout_s=300, device="cuda")
+
+
+def shards(ctx: Context, name: str, count: int, side: int, kinds: tuple[str, ...]) -> Path:
+    """Shards of generated photos stored as ``kinds`` (jpg, grey, png, rgba, jp2) in turn."""
+    from data_pipeline.shards import ShardConfig, prepare_shards
+
+    out = ctx.out / f"shards_{name}"
+    if (out / "manifest.json").is_file():
+        return out
+    src = ctx.folder(f"src_{name}")
+    suffix = {"jpg": ".jpg", "grey": ".jpg", "png": ".png", "rgba": ".png", "jp2": ".tif"}
+    mode = {"grey": "L", "rgba": "RGBA"}
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        image = photo(side, seed=i, mode=mode.get(kind, "RGB"))
+        image.save(
+            src / f"{kind}{i:03d}{suffix[kind]}",
+            **({"quality": 92} if kind in ("jpg", "grey") else {}),
+        )
+    # TIFF sources are re-encoded as lossless JPEG 2000, the format nvJPEG2000 decodes on GPU.
+    cfg = ShardConfig(min_side=side, val_fraction=0.1, maxcount=8, lossless_format="jp2", workers=1)
+    prepare_shards(src, out, cfg)
+    return out
+
+
+def data_config(path: Path, patch: int, batch: int):
+    from data_pipeline.config import DataConfig
+
+    return DataConfig(
+        shards=str(path), backend="dali", patch_size=patch, batch_size_per_gpu=batch,
+        num_threads=4, shuffle_buffer=8, seed=0,
+    )  # fmt: skip
+
+
+def pil_reference(src: Path, key: str) -> torch.Tensor:
+    """``(3, H, W)`` 0..255 pixels of source ``key`` by the project's rule (``load_rgb``: PIL)."""
+    from jicd.codec.images import load_rgb
+
+    (path,) = [p for p in src.iterdir() if p.stem == key]
+    return load_rgb(str(path))[0] * 255
+
+
+def check_dali_mixed(ctx: Context) -> str:
+    """nvJPEG/nvJPEG2000 decoding on the GPU: shapes, range, keys, pixels vs PIL, held batches."""
+    from data_pipeline.loaders import build_train_loader
+
+    info = group(ctx)
+    kinds = ("jpg", "grey", "png", "rgba", "jp2")
+    side = 128
+    root = shards(ctx, "mixed", 20, side, kinds)
+    loader = build_train_loader(data_config(root, side, 2), 0, 1, info.device)  # crop = image
+    first = next(loader)
+    held = {k: first[k].clone() for k in ("clean", "augmented")}
+    worst: dict[str, float] = {}
+    # 18 training samples, batch 2: one epoch shows every one of them.
+    for batch in [first, *(next(loader) for _ in range(loader.batches_per_epoch - 1))]:
+        clean = batch["clean"]
+        assert clean.shape == (2, 3, side, side) and clean.device.type == "cuda", clean.shape
+        assert float(clean.min()) >= 0.0 and float(clean.max()) <= 1.0
+        for image, key in zip(clean, batch["keys"], strict=True):
+            kind = key[:-3]  # names are <kind><3-digit index>
+            assert kind in kinds, f"unexpected key {key}"
+            diff = float(
+                (image.cpu() * 255 - pil_reference(ctx.out / "src_mixed", key)).abs().max()
+            )
+            worst[kind] = max(worst.get(kind, 0.0), diff)
+    # DALI hands out zero-copy outputs: the first batch must be unchanged after the others.
+    assert all(torch.equal(held[k], first[k]) for k in held), "a held batch was overwritten"
+    assert set(worst) == set(kinds), f"formats seen: {sorted(worst)}"
+    lossless = max(worst["png"], worst["rgba"], worst["jp2"])
+    assert lossless < 0.51, worst  # PNG (CPU) and lossless JPEG 2000 (nvJPEG2000): exact
+    assert max(worst.values()) <= 8.0, worst  # nvJPEG's IDCT vs libjpeg: a few levels at most
+    return "max |DALI - PIL| (8-bit levels): " + ", ".join(f"{k} {v:.1f}" for k, v in worst.items())
+
+
+def check_dali_resume(ctx: Context) -> str:
+    """A mixed-pipeline state restored mid-epoch gives the same next batches across the boundary."""
+    from data_pipeline.loaders import build_train_loader
+
+    info = group(ctx)
+    root = shards(ctx, "resume", 10, 96, ("jpg", "png"))
+    cfg = data_config(root, 64, 2)
+    first = build_train_loader(cfg, 0, 1, info.device)
+    per_epoch = first.batches_per_epoch
+    for _ in range(per_epoch - 1):
+        next(first)
+    state = first.state_dict()
+    assert state.get("decoder") == "mixed", state.get("decoder")
+    expected = [next(first) for _ in range(3)]  # crosses into the next epoch
+    second = build_train_loader(cfg, 0, 1, info.device)
+    second.load_state_dict(state)
+    got = [next(second) for _ in range(3)]
+    diff = max(
+        float((a["clean"] - b["clean"]).abs().max()) for a, b in zip(expected, got, strict=True)
+    )
+    assert [a["keys"] for a in expected] == [b["keys"] for b in got], "other samples"
+    assert diff == 0.0, f"max |difference| {diff}"
+    return f"{per_epoch} batches/epoch; resumed at batch {per_epoch - 1}: 3 batches identical"
+
+
+def nt_xent_worker(out: Path) -> None:
+    """One rank: global NT-Xent of its slice vs the single-process loss (rank 0 compares)."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from trainer.losses import nt_xent, nt_xent_of_rows
+
+    info = D.init_distributed(timeout_s=120, device="cuda")
+    gen = torch.Generator().manual_seed(0)
+    n, total = 4, 4 * info.world_size
+    noisy, aug = (torch.randn(total, 32, generator=gen).cuda() for _ in range(2))
+    weight0 = torch.randn(16, 32, generator=gen).cuda()
+    rows = slice(info.rank * n, (info.rank + 1) * n)
+    report = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        weight = weight0.clone().requires_grad_()
+        loss = nt_xent((noisy[rows] @ weight.T).to(dtype), (aug[rows] @ weight.T).to(dtype), 0.1)
+        loss.backward()
+        grad = weight.grad.clone()
+        dist.all_reduce(grad)
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        ref_w = weight0.clone().requires_grad_()
+        pairs = torch.cat([(noisy @ ref_w.T).to(dtype), (aug @ ref_w.T).to(dtype)], 1).float()
+        ref = nt_xent_of_rows(F.normalize(pairs.view(total, 2, -1), dim=2), 0, total, 0.1)
+        ref.backward()
+        report[str(dtype)] = {
+            "loss": float((mean_loss / info.world_size - ref).abs()),
+            "grad": float((grad / info.world_size - ref_w.grad).abs().max()),
+        }
+    if info.rank == 0:
+        (out / "nt_xent.json").write_text(json.dumps(report))
+    D.cleanup()
+
+
+def check_nt_xent_nccl(ctx: Context) -> str:
+    """The all-gather with gradients on NCCL, 2 ranks, equals one process on the whole batch."""
+    ctx.need_gpus(2)
+    out = ctx.folder("nt_xent")
+    done = run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(REPO / "launch" / "gpu_check_cuda.py"), "nt-xent", str(out)],
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, last_line(done.stderr)
+    report = json.loads((out / "nt_xent.json").read_text())
+    fp32, bf16 = report["torch.float32"], report["torch.bfloat16"]
+    assert fp32["loss"] < 1e-5 and fp32["grad"] < 1e-5, report
+    assert bf16["loss"] < 1e-2 and bf16["grad"] < 1e-2, report
+    return (
+        f"|Δloss| fp32 {fp32['loss']:.1e} bf16 {bf16['loss']:.1e}; "
+        f"max |Δgrad| fp32 {fp32['grad']:.1e} bf16 {bf16['grad']:.1e}"
+    )
+
+
+def probe_dtypes(kind: str, device: torch.device) -> dict[str, torch.dtype]:
+    from jicd.models import build_model
+    from trainer.engine import EngineConfig, autocast_context, build_engine
+    from trainer.optim import OptimConfig, build_optimizer
+
+    seen: dict[str, torch.dtype] = {}
+    model = build_model("jicd", 1, channels=16).to(device)
+    conv = next(m for m in model.ga0.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: seen.setdefault("conv", out.dtype) and None)
+    cfg = EngineConfig(kind=kind, precision="bf16-autocast")
+    engine = build_engine(model, build_optimizer(model, OptimConfig()), cfg, 1.0, 2)
+    quantize = engine.module.gaussian_conditional.quantize
+    engine.module.gaussian_conditional.quantize = lambda *a, **k: _seen(seen, quantize(*a, **k))
+    x = torch.rand(2, 3, 64, 64, device=device)
+    with autocast_context(cfg, device):
+        out = engine.forward(x, x, x)
+    seen["likelihoods"] = out["likelihoods"]["y"].dtype
+    return seen
+
+
+def _seen(seen: dict, value: torch.Tensor) -> torch.Tensor:
+    seen.setdefault("quantize", value.dtype)
+    return value
+
+
+def check_bf16(ctx: Context) -> str:
+    """bf16-autocast really runs g_a in bf16 on CUDA (both engines); entropy models stay fp32."""
+    info = group(ctx)
+    for kind in ("ddp", "deepspeed"):
+        seen = probe_dtypes(kind, info.device)
+        expected = {"conv": torch.bfloat16, "quantize": torch.float32, "likelihoods": torch.float32}
+        assert seen == expected, f"{kind}: {seen}"
+    return "g_a conv bf16, quantisation + likelihoods fp32, under DDP and DeepSpeed"
+
+
+def check_codec_gpu_to_cpu(ctx: Context) -> str:
+    """A file encoded with a CUDA model decodes on the CPU (entropy parameters computed there)."""
+    from compressai.models import Cheng2020Anchor
+
+    from jicd.codec import get_coder
+    from jicd.errors import UserError
+    from jicd.metrics import psnr
+
+    ctx.need_gpus(1)
+    torch.manual_seed(0)
+    cpu_model = Cheng2020Anchor(128).eval()
+    cpu_model.update(force=True)
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    x = torch.from_numpy(np.asarray(photo(256, 3))).permute(2, 0, 1)[None] / 255.0
+    coder = get_coder("wavefront")
+    on_gpu = coder.compress(gpu_model, x)
+    on_cpu = coder.compress(cpu_model, x)
+    decoded = coder.decompress(
+        cpu_model, on_gpu["strings"], on_gpu["shape"], checks=on_gpu["checks"]
+    )
+    reference = coder.decompress(cpu_model, on_cpu["strings"], on_cpu["shape"])
+    gpu_decoded = coder.decompress(
+        gpu_model, on_gpu["strings"], on_gpu["shape"], checks=on_gpu["checks"]
+    )
+    close = float(psnr(decoded["x_hat"], reference["x_hat"]).mean())
+    same_y = float(psnr(gpu_decoded["x_hat"], decoded["x_hat"]).mean())
+    try:
+        get_coder("serial").compress(gpu_model, x)
+        raise AssertionError("the serial coder accepted a CUDA model")
+    except UserError:
+        pass
+    assert close > 30 and same_y > 40, (close, same_y)
+    size = len(on_gpu["strings"][0][0]) + len(on_gpu["strings"][1][0])
+    return (
+        f"{size} B; CPU decode of the GPU file vs CPU-encoded: {close:.1f} dB; GPU vs CPU decode "
+        f"of it: {same_y:.1f} dB; serial refuses CUDA"
+    )
+
+
+def cuda_checks() -> list:
+    """The GPU lines in table order (imported late: gpu_check_train imports this module)."""
+    from gpu_check_train import (
+        check_ddp_resume_adam_step,
+        check_engines_with_nan_step,
+        check_multinode_usr1,
+        check_paper_scale,
+        check_resume,
+    )
+
+    return [
+        ("DALI mixed loader (5 formats)", check_dali_mixed),
+        ("DALI resume on GPU across an epoch", check_dali_resume),
+        ("NT-Xent on NCCL, 2 ranks vs 1", check_nt_xent_nccl),
+        ("bf16 really on (dtype hook)", check_bf16),
+        ("engines ZeRO 0/1/2 + DDP, NaN step", check_engines_with_nan_step),
+        ("DDP resume: Adam step on CPU", check_ddp_resume_adam_step),
+        ("resume 3+3 vs 6", check_resume),
+        ("train_multinode.sh + SIGUSR1", check_multinode_usr1),
+        ("codec GPU-encode -> CPU-decode", check_codec_gpu_to_cpu),
+        ("paper-scale step time", check_paper_scale),
+    ]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["nt-xent"]:
+    nt_xent_worker(Path(sys.argv[2]))
