@@ -28,9 +28,36 @@ follow (:mod:`data_pipeline.dali_loader`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from jicd.errors import UserError
+
+
+@dataclass(frozen=True)
+class LoaderPlace:
+    """Where a loader runs, the same for every loader of a rank.
+
+    Attributes:
+        rank: global rank (selects this rank's part of every epoch).
+        world_size: number of ranks.
+        device: where batches are delivered (``cuda:<local rank>`` or ``cpu``).
+        excluded: keys of samples never to read (the run's known undecodable ones).
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    excluded: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(
+        cls, rank: int, world_size: int, device: torch.device | str, excluded: Iterable[str] = ()
+    ) -> LoaderPlace:
+        return cls(rank, world_size, torch.device(device), frozenset(excluded))
 
 
 def check_loader_state(state: dict[str, Any], backend: str, rank: int, world_size: int) -> bool:

@@ -31,7 +31,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from data_pipeline.bad_samples import BadSample, bad_sample, parse_dali_error
 from data_pipeline.config import AugmentConfig, DataConfig
-from data_pipeline.contract import check_loader_state
+from data_pipeline.contract import LoaderPlace, check_loader_state
 from data_pipeline.manifest import (
     SplitFiles,
     check_split,
@@ -137,16 +137,9 @@ class DaliTrainLoader:
     batches from there differ from the first attempt's.
     """
 
-    def __init__(
-        self,
-        cfg: DataConfig,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        seed: int,
-        excluded: Iterable[str] = (),
-    ) -> None:
-        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+    def __init__(self, cfg: DataConfig, place: LoaderPlace, seed: int) -> None:
+        rank, world_size, excluded = place.rank, place.world_size, place.excluded
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, place.device
         self.base_seed = seed
         self.pipeline_seed = seed + rank
         self.source = load_split(cfg.shards, "train")

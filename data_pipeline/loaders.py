@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from data_pipeline.config import DataConfig, resolve_backend
+from data_pipeline.contract import LoaderPlace
 
 
 def build_train_loader(
@@ -29,29 +30,25 @@ def build_train_loader(
         device: where batches are delivered (``cuda:<local rank>`` or ``cpu``).
         excluded: keys of training samples never to read (the run's known undecodable ones).
     """
+    place = LoaderPlace.of(rank, world_size, device, excluded)
     base_seed = 0 if cfg.seed is None else cfg.seed
     if resolve_backend(cfg.backend) == "dali":
         from data_pipeline.dali_loader import DaliTrainLoader
 
-        return DaliTrainLoader(cfg, rank, world_size, torch.device(device), base_seed, excluded)
+        return DaliTrainLoader(cfg, place, base_seed)
     from data_pipeline.torch_loader import TorchTrainLoader
 
-    return TorchTrainLoader(cfg, rank, world_size, torch.device(device), base_seed, excluded)
+    return TorchTrainLoader(cfg, place, base_seed)
 
 
-def build_val_loader(
-    cfg: DataConfig,
-    rank: int,
-    world_size: int,
-    device: torch.device | str,
-    excluded: Iterable[str] = (),
-) -> Any:
+def build_val_loader(cfg: DataConfig, *place: int | torch.device | str | Iterable[str]) -> Any:
     """Finite validation loader: center crops, rank r gets val positions r, r + W, ...
 
+    ``place``: ``rank, world_size, device[, excluded]`` as for :func:`build_train_loader`.
     One implementation for both backends (deterministic decoding in PIL): validation is small
     and must give the same pixels whichever training backend is used.
     """
     resolve_backend(cfg.backend)  # reject an unknown backend here too
     from data_pipeline.val_loader import ValLoader
 
-    return ValLoader(cfg, rank, world_size, torch.device(device), excluded)
+    return ValLoader(cfg, LoaderPlace.of(*place))

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 
 from data_pipeline.bad_samples import bad_sample, error_line
 from data_pipeline.config import DataConfig
-from data_pipeline.contract import check_loader_state
+from data_pipeline.contract import LoaderPlace, check_loader_state
 from data_pipeline.manifest import SampleLocation, check_split, load_split
 from jicd.distributed import single_thread
 
@@ -206,16 +206,9 @@ def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
 class TorchTrainLoader:
     """Infinite torch training loader of one rank (contract: :mod:`data_pipeline.contract`)."""
 
-    def __init__(
-        self,
-        cfg: DataConfig,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        seed: int,
-        excluded: Iterable[str] = (),
-    ) -> None:
-        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+    def __init__(self, cfg: DataConfig, place: LoaderPlace, seed: int) -> None:
+        rank, world_size, excluded = place.rank, place.world_size, place.excluded
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, place.device
         files = load_split(cfg.shards, "train")
         check_split(files, "train", cfg.patch_size, cfg.batch_size_per_gpu * world_size)
         self.dataset = _TrainSamples(files.locations(), cfg)

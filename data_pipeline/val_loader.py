@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_pipeline.bad_samples import BadSample, bad_sample, error_line
 from data_pipeline.config import DataConfig
+from data_pipeline.contract import LoaderPlace
 from data_pipeline.manifest import SampleLocation, check_split, load_split
 from data_pipeline.torch_loader import (
     loader_kwargs,
@@ -54,15 +55,9 @@ class ValLoader:
     merges the reports of all ranks and calls :meth:`exclude`.
     """
 
-    def __init__(
-        self,
-        cfg: DataConfig,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        excluded: Iterable[str] = (),
-    ) -> None:
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: DataConfig, place: LoaderPlace) -> None:
+        rank, world_size, excluded = place.rank, place.world_size, place.excluded
+        self.cfg, self.device = cfg, place.device
         files = load_split(cfg.shards, "val")
         check_split(files, "val", cfg.patch_size, 0)
         self.dataset = _ValSamples(files.locations(), cfg.patch_size)

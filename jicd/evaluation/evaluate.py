@@ -38,7 +38,7 @@ from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.codec import get_coder
 from jicd.evaluation import panels, pipelines
 from jicd.evaluation.denoisers import TorchScriptDenoiser
-from jicd.evaluation.protocol import noisy_pairs, protocol_record, quality_scores, dataset_items
+from jicd.evaluation.protocol import dataset_items, noisy_pairs, protocol_record, quality_scores
 from jicd.files import write_bytes_atomic, write_json_atomic
 from jicd.metrics import image_bpp
 from jicd.models.checkpoints import load_for_inference

@@ -203,16 +203,37 @@ def bd_rate(anchor: Curve, test: Curve, method: str = "pchip") -> BdRate:
     chosen = "cubic" if flat else method
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        percent = bjontegaard.bd_rate(
-            anchor.bpp,
-            anchor.psnr,
-            test.bpp,
-            test.psnr,
-            method=chosen,
-            require_matching_points=False,
-        )
+        try:
+            percent = _bjontegaard(anchor, test, chosen)
+        except AssertionError:
+            # A curve whose PSNR peaks and then falls (a classical codec spending ever more bits
+            # on the noise) has no rate as a function of PSNR: integrate over its RD-efficient
+            # points (every point that another one beats on both rate and PSNR is dropped).
+            caught.clear()
+            anchor, test = _efficient(anchor), _efficient(test)
+            chosen = method
+            notes = ["PSNR peaks then falls: dominated points dropped, " + method]
+            percent = _bjontegaard(anchor, test, chosen)
     notes += [str(w.message).split(". You can")[0] for w in caught if "overlap" in str(w.message)]
     return BdRate(test.label, anchor.label, float(percent), chosen, "; ".join(notes))
+
+
+def _bjontegaard(anchor: Curve, test: Curve, method: str) -> float:
+    if min(len(anchor.bpp), len(test.bpp)) < 2:
+        return math.nan
+    return bjontegaard.bd_rate(
+        anchor.bpp, anchor.psnr, test.bpp, test.psnr, method=method, require_matching_points=False
+    )
+
+
+def _efficient(curve: Curve) -> Curve:
+    """The points of ``curve`` (sorted by rate) whose PSNR beats every lower-rate point."""
+    keep, best = [], -math.inf
+    for i, value in enumerate(curve.psnr):
+        if value > best:
+            keep.append(i)
+            best = value
+    return Curve(curve.label, [curve.bpp[i] for i in keep], [curve.psnr[i] for i in keep])
 
 
 def plot_level(set_name: str, level: int, curves: list[Curve]) -> bytes:

@@ -10,7 +10,7 @@ from sidd_fixtures import make_sidd, make_validation_mats
 from tiny_codec import make_export, make_image
 
 from jicd.evaluation.evaluate import main as evaluate_main
-from jicd.evaluation.protocol import PairedImage, noisy_pairs, dataset_items
+from jicd.evaluation.protocol import PairedImage, dataset_items, noisy_pairs
 from jicd.evaluation.report import load_results
 from jicd.noise_types import noisy_at
 

@@ -85,6 +85,15 @@ def test_choose_points_picks_the_rate_closest_to_the_first_curve():
     assert chosen[("s", 4)] == {"jicd": (None, None), "avif": (None, 15), "nlm+avif": (None, 5)}
 
 
+def test_bd_rate_of_a_curve_whose_psnr_peaks_uses_its_efficient_points():
+    # AVIF on a noisy image: past some rate, more bits code more noise and PSNR falls.
+    peaked = report.Curve("avif", [0.1, 0.2, 0.4, 0.8, 1.6], [24.0, 25.0, 25.5, 24.8, 23.0])
+    better = report.Curve("nlm+avif", [0.09, 0.18, 0.36], [24.0, 25.0, 25.5])
+    result = report.bd_rate(peaked, better)
+    assert result.method == "pchip" and "dominated points dropped" in result.note
+    assert result.percent == pytest.approx(-10.0, abs=0.5)  # 10 % fewer bits, same PSNR
+
+
 BAD = {
     "unknown codec": (
         ["--pipeline", "heic"],

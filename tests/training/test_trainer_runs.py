@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def test_dumped_config_is_the_one_that_ran_and_guards_the_resume(tmp_path: Path,
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors and "model.channels: 16 -> 24" in errors[0] and "allow_config_change" in errors[0]
-    assert "Traceback" not in proc.stderr
+    # torchrun prints its own ChildFailedError summary for any non-zero worker exit; no frame of
+    # ours may appear (the workers printed the one line and exited 2).
+    assert not re.search(r'File ".*/(jicd|trainer|data_pipeline)/', proc.stderr)
     # The refused launch left the run as it was.
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == saved
     # A throughput-only change (and more steps) resumes.
