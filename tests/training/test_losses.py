@@ -108,7 +108,8 @@ def test_ms_ssim_distortion_reaches_the_codec_and_matches_the_metric() -> None:
     clean = (0.9 * out["x_hat"].detach() + 0.05).clamp(0, 1)
     terms = JointLoss(LossConfig(distortion="ms-ssim"), lmbda=4.58)(out, clean)
     ms = rd_terms(out["likelihoods"], out["x_hat"], clean, 4.58, "ms-ssim")["ms_ssim"]
-    assert terms["distortion"].item() == pytest.approx(4.58 * (1 - ms.mean().item()), rel=1e-5)
+    # 1 − MS-SSIM cancels digits (MS-SSIM ≈ 0.999): compare absolutely, at float32 precision
+    assert terms["distortion"].item() == pytest.approx(4.58 * (1 - ms.mean().item()), abs=1e-5)
     terms["loss"].backward()
     for name in ("ga0.0.conv1.weight", "ga1.0.conv1.weight", "g_s.0.conv1.weight"):
         grad = dict(model.named_parameters())[name].grad
