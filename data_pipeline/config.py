@@ -32,6 +32,10 @@ class AugmentConfig:
     """Random resized crop: area fraction range of the clean patch."""
     crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
     """Random resized crop: aspect ratio range."""
+    per_batch: bool = False
+    """One set of augmentation parameters for the whole (global) batch, as the authors' code
+    (a batched torchvision transform); False: per image, the paper's SimCLR view. Torch backend
+    only."""
 
 
 @dataclass

@@ -139,6 +139,11 @@ class DaliTrainLoader:
 
     def __init__(self, cfg: DataConfig, place: LoaderPlace, seed: int) -> None:
         rank, world_size, excluded = place.rank, place.world_size, place.excluded
+        if cfg.augment.per_batch:
+            raise UserError(
+                "data.augment.per_batch=true (the authors' one augmentation per batch) needs "
+                "data.backend=torch"
+            )
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, place.device
         self.base_seed = seed
         self.pipeline_seed = seed + rank

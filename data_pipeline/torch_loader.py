@@ -57,7 +57,7 @@ def to_device_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
-_ORDER_STREAM, _SAMPLE_STREAM = 0, 1
+_ORDER_STREAM, _SAMPLE_STREAM, _BATCH_AUGMENT_STREAM = 0, 1, 2
 
 
 def _derived_seed(stream: int, seed: int, epoch: int, position: int = 0) -> int:
@@ -99,6 +99,7 @@ class _Item(NamedTuple):
     excluded: bool  # known undecodable: not read, the batch is dropped
     epoch: int
     batch: int
+    augment_seed: int | None = None  # augment.per_batch: the batch's one augmentation draw
 
 
 class _TrainSamples(Dataset):
@@ -107,6 +108,7 @@ class _TrainSamples(Dataset):
     def __init__(self, locations: list[SampleLocation], cfg: DataConfig) -> None:
         self.locations, self.patch = locations, cfg.patch_size
         aug = cfg.augment
+        self.per_batch = aug.per_batch
         self.augment = v2.Compose(
             [
                 v2.RandomResizedCrop(
@@ -140,6 +142,10 @@ class _TrainSamples(Dataset):
             left = int(torch.randint(image.width - self.patch + 1, ()))
             top = int(torch.randint(image.height - self.patch + 1, ()))
             clean = to_uint8_chw(image.crop((left, top, left + self.patch, top + self.patch)))
+            if item.augment_seed is not None:
+                # Every crop is P×P, so the same seed draws the same RRC / jitter / flip for
+                # every image of the batch: one parameter set per batch.
+                torch.manual_seed(item.augment_seed)
             augmented = self.augment(clean)
         return clean, augmented, location.key, None, item
 
@@ -155,6 +161,7 @@ class _BatchPlan:
 
     def __init__(self, num_samples: int, cfg: DataConfig, seed: int, rank: int, world: int):
         self.num_samples, self.batch, self.seed = num_samples, cfg.batch_size_per_gpu, seed
+        self.per_batch = cfg.augment.per_batch
         self.rank, self.world = rank, world
         self.excluded: set[int] = set()
         self.snapshots: dict[int, frozenset[int]] = {}
@@ -174,13 +181,19 @@ class _BatchPlan:
             )
             for b in range(first, len(order) // self.batch):
                 items = []
+                # global batch b is the same on every rank: one augmentation draw per global batch
+                aug = (
+                    _derived_seed(_BATCH_AUGMENT_STREAM, self.seed, epoch, b)
+                    if self.per_batch
+                    else None
+                )
                 for p in range(b * self.batch, (b + 1) * self.batch):
                     # Seed of the sample's crop and augmentation: its global position in the
                     # epoch, so the same global batch gets the same crops at any world size.
                     g = self.rank + self.world * p
                     seed = _derived_seed(_SAMPLE_STREAM, self.seed, epoch, g)
                     index = order[p]
-                    items.append(_Item(index, seed, index in self.excluded, epoch, b))
+                    items.append(_Item(index, seed, index in self.excluded, epoch, b, aug))
                 yield items
             epoch, first = epoch + 1, 0
 

@@ -214,3 +214,27 @@ def test_dali_state_of_two_ranks_continues_on_one_at_the_same_epoch_and_fraction
     train = load_split(str(shards), "train").num_samples
     assert abs(len(seen) - (1 - fraction) * train) <= 4  # the rest of the epoch, by size
     assert one.state_dict()["remainder"] is None  # then full epochs again
+
+
+def test_per_batch_augmentation_draws_one_parameter_set_per_batch(shards: Path) -> None:
+    """The authors' variant: one brightness factor (and flip) for every view of a batch."""
+    brightness_only = AugmentConfig(
+        brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0, flip_probability=0.0,
+        crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0],
+    )  # fmt: skip
+
+    def factors(per_batch: bool) -> torch.Tensor:
+        augment = replace(brightness_only, per_batch=per_batch)
+        batch = next(build_train_loader(_config(shards, "torch", augment=augment), 0, 1, "cpu"))
+        # brightness scales every pixel; dark pixels (no clipping at 1) give the factor
+        clean, view = batch["clean"], batch["augmented"]
+        mask = clean < 0.5
+        pairs = zip(clean, view, mask, strict=True)
+        return torch.stack([v[m].sum() / c[m].sum() for c, v, m in pairs])
+
+    shared, separate = factors(True), factors(False)
+    assert float(shared.max() - shared.min()) < 0.02
+    assert float(separate.max() - separate.min()) > 0.05
+    per_batch = replace(brightness_only, per_batch=True)
+    with pytest.raises(ValueError, match="needs data.backend=torch"):
+        build_train_loader(_config(shards, "dali", augment=per_batch), 0, 1, "cpu")
