@@ -39,4 +39,16 @@ def run_guarded(prog: str, body: Callable[[], int]) -> int:
         return USER_ERROR_EXIT
 
 
-__all__ = ["USER_ERROR_EXIT", "OneLineParser", "UserError", "run_guarded"]
+def guarded_main(
+    prog: str, build_parser: Callable[[], argparse.ArgumentParser], run: Callable[..., int]
+) -> Callable[[list[str] | None], int]:
+    """A command's ``main(argv)``: parse with ``build_parser()``, then ``run(args)``, guarded."""
+
+    def main(argv: list[str] | None = None) -> int:
+        return run_guarded(prog, lambda: run(build_parser().parse_args(argv)))
+
+    main.__doc__ = f"Entry point of ``{prog}``."
+    return main
+
+
+__all__ = ["USER_ERROR_EXIT", "OneLineParser", "UserError", "guarded_main", "run_guarded"]

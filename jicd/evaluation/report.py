@@ -28,7 +28,7 @@ import numpy as np
 matplotlib.use("Agg")  # headless: no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jicd.cli import OneLineParser, UserError, run_guarded  # noqa: E402
+from jicd.cli import OneLineParser, UserError, guarded_main  # noqa: E402
 from jicd.evaluation.protocol import PSNR_CONVENTIONS  # noqa: E402
 from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 
@@ -362,9 +362,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jicd report``."""
-    return run_guarded("jicd report", lambda: run(build_parser().parse_args(argv)))
+main = guarded_main("jicd report", build_parser, run)
 
 
 if __name__ == "__main__":

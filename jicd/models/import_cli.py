@@ -18,7 +18,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, run_guarded
+from jicd.cli import OneLineParser, UserError, guarded_main
 from jicd.files import torch_save_atomic
 from jicd.models.checkpoints import import_checkpoint, save_export
 from jicd.models.presets import QUALITIES
@@ -59,9 +59,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jicd import-checkpoint``."""
-    return run_guarded("jicd import-checkpoint", lambda: run(build_parser().parse_args(argv)))
+main = guarded_main("jicd import-checkpoint", build_parser, run)
 
 
 if __name__ == "__main__":
