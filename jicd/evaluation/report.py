@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jicd.cli import OneLineParser, UserError, guarded_main  # noqa: E402
 from jicd.evaluation.protocol import PSNR_CONVENTIONS  # noqa: E402
 from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from jicd.metrics import ms_ssim_db  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = "baseline_eccv22"
@@ -299,6 +300,32 @@ def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list
     return "\n".join(lines) + "\n"
 
 
+def has_ms_ssim(curve: Curve) -> bool:
+    values = curve.ms_ssim or []
+    return len(values) == len(curve.bpp) and all(v is not None and 0 < v < 1 for v in values)
+
+
+def as_ms_ssim_db(curve: Curve) -> Curve:
+    """``curve`` with MS-SSIM in dB (``−10·log10(1 − MS-SSIM)``) in place of PSNR, so BD-rates
+    on MS-SSIM use the same interpolation as on PSNR (the usual MS-SSIM BD-rate)."""
+    return replace(curve, psnr=[ms_ssim_db(v) for v in curve.ms_ssim], metric="ms-ssim-db")
+
+
+def ms_ssim_section(rates: list[BdRate]) -> str:
+    """The MS-SSIM BD-rates of one (set, level), or nothing when no two curves carry MS-SSIM."""
+    if not rates:
+        return ""
+    lines = [
+        "",
+        "| test | anchor | BD-rate (MS-SSIM dB) | method | note |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rates:
+        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
+        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.method} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_report(results: dict, references: list[dict], output: Path) -> list[Path]:
     """Write one PNG per (set, level) plus ``bd_rate.md`` and ``bd_rate.json``; return paths."""
     output.mkdir(parents=True, exist_ok=True)
@@ -314,14 +341,23 @@ def build_report(results: dict, references: list[dict], output: Path) -> list[Pa
             for anchor in curves
             if anchor is not test
         ]
+        ms_rates = [
+            bd_rate(as_ms_ssim_db(anchor), as_ms_ssim_db(test))
+            for test in ours
+            for anchor in curves
+            if anchor is not test and has_ms_ssim(anchor) and has_ms_ssim(test)
+        ]
         written.append(output / f"rd-{set_name}-level{level}.png")
         write_bytes_atomic(written[-1], plot_level(set_name, level, curves))
-        sections.append(markdown_section(set_name, level, curves, rates))
+        sections.append(
+            markdown_section(set_name, level, curves, rates) + ms_ssim_section(ms_rates)
+        )
         table.append(
             {
                 "set": set_name,
                 "level": level,
                 "bd_rate": [vars(r) for r in rates],
+                "bd_rate_ms_ssim": [vars(r) for r in ms_rates],
                 "points": [vars(c) for c in curves],
             }
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,17 @@ def test_report_bad_inputs_exit_2(tmp_path, capsys):
     assert err[0].startswith("jicd report: error: results folder not found")
     assert err[1].startswith("jicd report: error: reference not found: nope")
     assert not (tmp_path / "r").exists()
+
+
+def test_ms_ssim_bd_rate_of_a_curve_needing_10_percent_fewer_bits(tmp_path: Path) -> None:
+    bpp, ms_ssim = [0.1, 0.2, 0.4, 0.8], [0.90, 0.94, 0.97, 0.985]
+    psnr = [27.0, 29.0, 31.0, 33.0]
+    anchor = report.Curve("anchor", bpp, psnr, ms_ssim)
+    better = report.Curve("better", [b * 0.9 for b in bpp], psnr, ms_ssim)
+    no_ssim = report.Curve("psnr-only", bpp, psnr)
+    report.build_report({("kodak", 4): [anchor, better, no_ssim]}, [], tmp_path)
+    table = json.loads((tmp_path / "bd_rate.json").read_text())[0]
+    rates = {(r["test"], r["anchor"]): r["percent"] for r in table["bd_rate_ms_ssim"]}
+    assert set(rates) == {("anchor", "better"), ("better", "anchor")}  # psnr-only has none
+    assert rates[("better", "anchor")] == pytest.approx(-10.0, abs=0.01)
+    assert "BD-rate (MS-SSIM dB)" in (tmp_path / "bd_rate.md").read_text()
