@@ -3,12 +3,11 @@
     jicd report results/ --output report/
     jicd report results/ --reference baseline_eccv22 jicdcls_released --output report/
 
-``--reference`` takes JSON files or the names of the bundled copies in ``trainer/reference/``
-(default: the ECCV'22 baseline). For every (set, level) found in the results it writes
-``rd-{set}-level{L}.png`` (PSNR and MS-SSIM vs bpp) and ``bd_rate.md`` / ``bd_rate.json``: every
-result curve against every other curve, PSNR BD-rate with the ``bjontegaard`` package (pchip;
-the cubic polynomial fit where PSNR does not increase with rate, as flagged in the table), next
-to the raw RD points.
+``--reference`` takes JSON files or the names of the bundled copies in
+``jicd/evaluation/reference/`` (default: the ECCV'22 baseline). For every (set, level) found in
+the results it writes ``rd-{set}-level{L}.png`` (PSNR and MS-SSIM vs bpp) and ``bd_rate.md`` /
+``bd_rate.json``: every result curve against every other curve, BD-rates on PSNR and on
+MS-SSIM (dB) computed by :mod:`jicd.evaluation.curves`, next to the raw RD points.
 """
 
 from __future__ import annotations
@@ -17,21 +16,26 @@ import io
 import json
 import math
 import sys
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import bjontegaard
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")  # headless: no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jicd.cli import OneLineParser, UserError, guarded_main  # noqa: E402
+from jicd.evaluation.curves import (  # noqa: E402
+    BdRate,
+    Curve,
+    as_ms_ssim_db,
+    bd_rate,
+    has_ms_ssim,
+    in_metric,
+    sorted_curve,
+)
 from jicd.evaluation.protocol import PSNR_CONVENTIONS  # noqa: E402
 from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
-from jicd.metrics import ms_ssim_db  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DEFAULT_REFERENCE = "baseline_eccv22"
@@ -39,66 +43,6 @@ DEFAULT_REFERENCE = "baseline_eccv22"
 # numbers come from the authors' code, so that is the default.
 DEFAULT_REFERENCE_METRIC = "psnr"
 PSNR_METRICS = tuple(PSNR_CONVENTIONS)  # table columns: psnr, psnr-rgb
-
-
-@dataclass
-class Curve:
-    """One RD curve: points sorted by rate.
-
-    Attributes:
-        label: Legend / table name.
-        bpp: Rates in bits per pixel.
-        psnr: PSNR in dB, one per rate.
-        ms_ssim: MS-SSIM per rate, or None when the source has none.
-        quality: Quality index per point, or None.
-        measured: True for our own results, False for published reference points.
-        metric: Which PSNR ``psnr`` holds: ``psnr`` (authors' truncation) or ``psnr-rgb``.
-        psnr_by_metric: Our curves: every PSNR convention the results carry.
-    """
-
-    label: str
-    bpp: list[float]
-    psnr: list[float]
-    ms_ssim: list[float] | None = None
-    quality: list | None = None
-    measured: bool = True
-    metric: str = "psnr-rgb"
-    psnr_by_metric: dict[str, list[float]] | None = None
-
-
-@dataclass
-class BdRate:
-    """A BD-rate of ``test`` against ``anchor`` (negative = fewer bits for the same PSNR)."""
-
-    test: str
-    anchor: str
-    percent: float
-    method: str
-    note: str
-    metric: str = ""
-
-
-def _sorted_curve(curve: Curve) -> Curve:
-    order = np.argsort(curve.bpp, kind="stable")
-
-    def pick(values):
-        return None if values is None else [values[i] for i in order]
-
-    by_metric = curve.psnr_by_metric
-    return replace(
-        curve,
-        bpp=pick(curve.bpp),
-        psnr=pick(curve.psnr),
-        ms_ssim=pick(curve.ms_ssim),
-        quality=pick(curve.quality),
-        psnr_by_metric=None if by_metric is None else {m: pick(v) for m, v in by_metric.items()},
-    )
-
-
-def in_metric(curve: Curve, metric: str) -> Curve:
-    """``curve`` with its PSNR in convention ``metric`` (unchanged when it lacks that one)."""
-    values = (curve.psnr_by_metric or {}).get(metric)
-    return curve if values is None else replace(curve, psnr=values, metric=metric)
 
 
 def resolve_reference(spec: str) -> Path:
@@ -132,7 +76,7 @@ def load_reference(path: Path) -> dict[tuple[str, int], Curve]:
                 measured=False,
                 metric=payload.get("psnr_metric", DEFAULT_REFERENCE_METRIC),
             )
-            curves[(set_name, int(level))] = _sorted_curve(curve)
+            curves[(set_name, int(level))] = sorted_curve(curve)
     if not curves:
         raise UserError(f"{path} has no {{set: {{level: {{bpp, psnr}}}}}} reference points")
     return curves
@@ -161,7 +105,7 @@ def load_results(folder: Path) -> dict[tuple[str, int], list[Curve]]:
             psnr_by_metric=by_metric,
         )
         curves.setdefault((payload["set"], level_key(payload["level"])), []).append(
-            _sorted_curve(curve)
+            sorted_curve(curve)
         )
     if not curves:
         raise UserError(f"no jicd evaluate results (*-SET-levelL.json) in {folder}")
@@ -184,57 +128,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def _increasing(values: list[float]) -> bool:
-    return all(b > a for a, b in zip(values, values[1:], strict=False))
-
-
-def bd_rate(anchor: Curve, test: Curve, method: str = "pchip") -> BdRate:
-    """PSNR BD-rate in percent of ``test`` vs ``anchor`` with the ``bjontegaard`` package.
-
-    pchip needs PSNR strictly increasing with rate on both curves; where that fails the classic
-    cubic polynomial fit is used and the note says so. Fewer than 2 points → NaN.
-    """
-    anchor, test = _sorted_curve(anchor), _sorted_curve(test)
-    if min(len(anchor.bpp), len(test.bpp)) < 2:
-        return BdRate(test.label, anchor.label, math.nan, "-", "needs >= 2 points per curve")
-    flat = [c.label for c in (anchor, test) if not _increasing(c.psnr)]
-    notes = [f"PSNR not increasing with rate ({', '.join(flat)}): cubic fit"] if flat else []
-    chosen = "cubic" if flat else method
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            percent = _bjontegaard(anchor, test, chosen)
-        except AssertionError:
-            # A curve whose PSNR peaks and then falls (a classical codec spending ever more bits
-            # on the noise) has no rate as a function of PSNR: integrate over its RD-efficient
-            # points (every point that another one beats on both rate and PSNR is dropped).
-            caught.clear()
-            anchor, test = _efficient(anchor), _efficient(test)
-            chosen = method
-            notes = ["PSNR peaks then falls: dominated points dropped, " + method]
-            percent = _bjontegaard(anchor, test, chosen)
-    notes += [str(w.message).split(". You can")[0] for w in caught if "overlap" in str(w.message)]
-    return BdRate(test.label, anchor.label, float(percent), chosen, "; ".join(notes))
-
-
-def _bjontegaard(anchor: Curve, test: Curve, method: str) -> float:
-    if min(len(anchor.bpp), len(test.bpp)) < 2:
-        return math.nan
-    return bjontegaard.bd_rate(
-        anchor.bpp, anchor.psnr, test.bpp, test.psnr, method=method, require_matching_points=False
-    )
-
-
-def _efficient(curve: Curve) -> Curve:
-    """The points of ``curve`` (sorted by rate) whose PSNR beats every lower-rate point."""
-    keep, best = [], -math.inf
-    for i, value in enumerate(curve.psnr):
-        if value > best:
-            keep.append(i)
-            best = value
-    return Curve(curve.label, [curve.bpp[i] for i in keep], [curve.psnr[i] for i in keep])
 
 
 def plot_level(set_name: str, level: int, curves: list[Curve]) -> bytes:
@@ -289,41 +182,27 @@ def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list
             lines.append(
                 f"| {curve.label} | {quality} | {bpp:.4f} | {psnrs} | {_fmt(ms_ssim, 5)} |"
             )
-    lines += [
-        "",
-        "| test | anchor | BD-rate (PSNR) | PSNR compared | method | note |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rates:
-        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
-        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.metric} | {r.method} | {r.note} |")
+    lines += rate_table(rates, "BD-rate (PSNR)", with_metric=True)
     return "\n".join(lines) + "\n"
 
 
-def has_ms_ssim(curve: Curve) -> bool:
-    values = curve.ms_ssim or []
-    return len(values) == len(curve.bpp) and all(v is not None and 0 < v < 1 for v in values)
-
-
-def as_ms_ssim_db(curve: Curve) -> Curve:
-    """``curve`` with MS-SSIM in dB (``−10·log10(1 − MS-SSIM)``) in place of PSNR, so BD-rates
-    on MS-SSIM use the same interpolation as on PSNR (the usual MS-SSIM BD-rate)."""
-    return replace(curve, psnr=[ms_ssim_db(v) for v in curve.ms_ssim], metric="ms-ssim-db")
+def rate_table(rates: list[BdRate], title: str, with_metric: bool) -> list[str]:
+    """Markdown rows of BD-rates (``with_metric``: the PSNR convention compared, a column)."""
+    metric = " PSNR compared |" if with_metric else ""
+    lines = ["", f"| test | anchor | {title} |{metric} method | note |"]
+    lines.append("|---" * (5 + with_metric) + "|")
+    for r in rates:
+        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
+        compared = f" {r.metric} |" if with_metric else ""
+        lines.append(f"| {r.test} | {r.anchor} | {percent} |{compared} {r.method} | {r.note} |")
+    return lines
 
 
 def ms_ssim_section(rates: list[BdRate]) -> str:
     """The MS-SSIM BD-rates of one (set, level), or nothing when no two curves carry MS-SSIM."""
     if not rates:
         return ""
-    lines = [
-        "",
-        "| test | anchor | BD-rate (MS-SSIM dB) | method | note |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rates:
-        percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
-        lines.append(f"| {r.test} | {r.anchor} | {percent} | {r.method} | {r.note} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(rate_table(rates, "BD-rate (MS-SSIM dB)", with_metric=False)) + "\n"
 
 
 def build_report(results: dict, references: list[dict], output: Path) -> list[Path]:

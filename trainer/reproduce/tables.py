@@ -13,7 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from jicd.evaluation.report import REFERENCE_DIR, Curve, bd_rate, plot_level
+from jicd.evaluation.curves import Curve, bd_rate
+from jicd.evaluation.report import REFERENCE_DIR, plot_level
 from jicd.models import build_model
 from trainer.reproduce.plan import ABLATION_ROWS, Plan, ablation_run, variant_name
 
