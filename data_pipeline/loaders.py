@@ -13,13 +13,12 @@ import torch
 from data_pipeline.config import DataConfig, resolve_backend
 from data_pipeline.contract import LoaderPlace
 
+Device = torch.device | str
+Keys = Iterable[str]
+
 
 def build_train_loader(
-    cfg: DataConfig,
-    rank: int,
-    world_size: int,
-    device: torch.device | str,
-    excluded: Iterable[str] = (),
+    cfg: DataConfig, rank: int, world_size: int, device: Device, excluded: Keys = ()
 ) -> Any:
     """Infinite training loader of this rank (see the module docstring for the contract).
 
@@ -41,14 +40,16 @@ def build_train_loader(
     return TorchTrainLoader(cfg, place, base_seed)
 
 
-def build_val_loader(cfg: DataConfig, *place: int | torch.device | str | Iterable[str]) -> Any:
+def build_val_loader(
+    cfg: DataConfig, rank: int, world_size: int, device: Device, excluded: Keys = ()
+) -> Any:
     """Finite validation loader: center crops, rank r gets val positions r, r + W, ...
 
-    ``place``: ``rank, world_size, device[, excluded]`` as for :func:`build_train_loader`.
+    Arguments as for :func:`build_train_loader`.
     One implementation for both backends (deterministic decoding in PIL): validation is small
     and must give the same pixels whichever training backend is used.
     """
     resolve_backend(cfg.backend)  # reject an unknown backend here too
     from data_pipeline.val_loader import ValLoader
 
-    return ValLoader(cfg, LoaderPlace.of(*place))
+    return ValLoader(cfg, LoaderPlace.of(rank, world_size, device, excluded))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jicd.evaluation.curves import Curve, bd_rate
 from jicd.evaluation.report import REFERENCE_DIR, plot_level
+from jicd.metrics import ms_ssim_db
 from jicd.models import build_model
 from trainer.reproduce.plan import ABLATION_ROWS, Plan, ablation_run, variant_name
 
@@ -39,13 +40,6 @@ def psnr_key(point: dict) -> str:
     return "psnr" if "psnr" in point else "psnr-rgb"
 
 
-def ms_ssim_db(value: float | None) -> float:
-    """MS-SSIM in dB, ``−10·log10(1 − MS-SSIM)``: the scale BD-rates on MS-SSIM use."""
-    if value is None or not 0 <= value < 1:
-        return math.nan
-    return -10.0 * math.log10(1.0 - value)
-
-
 def curve(
     results: Path, label: str, names: list[str], set_name: str, level: int, metric: str = "psnr"
 ) -> Curve | None:
@@ -54,7 +48,8 @@ def curve(
     if any(p is None for p in points):
         return None
     if metric == "ms-ssim":
-        values = [ms_ssim_db(p.get("ms-ssim-rgb")) for p in points]
+        ms = [p.get("ms-ssim-rgb") for p in points]
+        values = [ms_ssim_db(v) if v is not None and 0 <= v < 1 else math.nan for v in ms]
     else:
         values = [p[psnr_key(p)] for p in points]
     if any(v is None or math.isnan(v) for v in values):
