@@ -70,6 +70,10 @@ def test_unknown_table_and_missing_paper_options_are_one_line_errors(tmp_path: P
     paper = run("table4", "--scale", "paper", "--dry-run", "--study", str(tmp_path))
     assert paper.returncode == 2 and "needs --shards, --pretrained and --dataset" in paper.stderr
     assert "Traceback" not in bad.stderr + paper.stderr
+    cpu = run("all", "--scale", "cpu", "--dry-run", "--study", str(tmp_path / "cpu"))
+    assert cpu.returncode == 0 and "# cpu scale: 20 runs, 26 evaluations" in cpu.stdout
+    assert "run  backbone                600 steps  model.preset=anchor" in cpu.stdout
+    assert not (tmp_path / "cpu").exists()  # a dry run writes nothing
 
 
 def _images(folder: Path, count: int, side: int) -> Path:

@@ -43,7 +43,11 @@ def build_parser() -> OneLineParser:
         help="folder of imported released exports (jicd-qQ.pt, baseline-qQ.pt): "
         "evaluate those instead of training",
     )
-    parser.add_argument("--dry-run", action="store_true", help="paper scale: print the jobs")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (paper scale: the Slurm jobs) and do nothing",
+    )
     parser.add_argument("--tables-only", action="store_true", help="only write the tables")
     parser.add_argument("--shards", default=None, help="paper scale: Flickr2W shards")
     parser.add_argument("--pretrained", default=None, help="paper scale: zoo checkpoint folder")
@@ -105,6 +109,9 @@ def run(args) -> int:
     command = "jicd reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [])
     if scale.name == "paper" and not args.tables_only and not args.published:
         return submit_paper(plan, args, paths, command or f"jicd reproduce {args.table}")
+    if args.dry_run:
+        print(describe_plan(plan), end="")
+        return 0
     sets = set_names(args.dataset)
     start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -120,6 +127,20 @@ def run(args) -> int:
     record_study(paths, command, scale.name, seconds, time.perf_counter() - start)
     print(f"wrote {len(written)} files to {paths.tables}")
     return 0
+
+
+def describe_plan(plan: Plan) -> str:
+    """The runs (with their steps) and evaluations of a tiny/cpu plan, one per line."""
+    scale = plan.scale
+    lines = [f"# {scale.name} scale: {len(plan.runs)} runs, {len(plan.evaluations)} evaluations"]
+    for r in plan.runs:
+        steps = scale.steps if r.backbone else scale.backbone_steps
+        lines.append(f"run  {r.name:<20} {steps:>6} steps  {' '.join(r.model_overrides(scale))}")
+    for e in plan.evaluations:
+        what = " ".join(e.pipelines) if e.pipelines else e.run
+        levels = ",".join(map(str, e.levels))
+        lines.append(f"eval {e.name:<32} levels {levels:<8} {e.coder:<9} {what}")
+    return "\n".join(lines) + "\n"
 
 
 def submit_paper(plan: Plan, args, paths: StudyPaths, command: str) -> int:
