@@ -4,6 +4,8 @@ Batch contract of every training loader (both backends)::
 
     {"clean": (B, 3, P, P) float32 in [0, 1] on device,      # random crop = target
      "augmented": (B, 3, P, P) float32 in [0, 1] on device,  # flip + colour jitter + RRC of clean
+     "noisy": (B, 3, P, P) float32 in [0, 1] on device,      # paired shards only: the same crop
+                                                             # window of the real noisy image
      "keys": list[str],
      "bad_samples": list[BadSample]}                         # usually empty
 
@@ -13,7 +15,8 @@ an infinite iterable with ``state_dict()`` / ``load_state_dict()`` for an exact 
 the caller drops it on *every* rank (one flag all-reduced), merges the reports of all ranks and
 calls ``exclude`` with the same keys everywhere, which keeps the per-rank batch counts equal.
 
-Validation loaders are finite and yield ``{"clean", "keys", "index": LongTensor (B,)}``
+Validation loaders are finite and yield ``{"clean", "keys", "index": LongTensor (B,)}`` (and
+``noisy`` for paired shards)
 (``index`` = position in the val split; rank r gets positions r, r + W, ...); undecodable
 samples are left out of their batch and collected in ``loader.bad_samples``. Noise is added by
 the trainer (:mod:`jicd.noise`).

@@ -7,6 +7,7 @@ contrastive all-gather needs identical batch sizes). Per sample:
 
 * ``clean``: one random ``P x P`` crop, decoded directly (``decoders.image_crop`` decodes only
   the crop region of a JPEG) — the target; the trainer adds noise to it, pixel-aligned;
+* ``noisy`` (paired shards only): the noisy member cropped at the same position;
 * ``augmented``: from the same crop, a random resized crop back to ``P``, colour jitter
   (brightness/contrast/saturation factors in ``[1 - x, 1 + x]``, hue ``±360 h`` degrees) and a
   random horizontal flip (fused into the final normalisation).
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 READER_NAME = "Reader"
 OUTPUTS = ["clean", "augmented", "source"]
+PAIRED_OUTPUTS = [*OUTPUTS, "noisy"]
 
 
 def _uniform(low: float, high: float) -> Any:
@@ -85,15 +87,41 @@ def _augment(clean: Any, patch: int, aug: AugmentConfig) -> Any:
     return _to_float_chw(view, mirror=fn.random.coin_flip(probability=aug.flip_probability))
 
 
+def _decode_crop(encoded: Any, cfg: DataConfig, decoder: str, pos_x: Any, pos_y: Any) -> Any:
+    """uint8 HWC ``P x P`` crop at relative position ``(pos_x, pos_y)``, decoded directly."""
+    return fn.decoders.image_crop(
+        encoded,
+        device=decoder,
+        output_type=types.RGB,
+        crop=[cfg.patch_size, cfg.patch_size],
+        crop_pos_x=pos_x,
+        crop_pos_y=pos_y,
+        adjust_orientation=False,  # shards hold upright pixels; PIL (torch backend) agrees
+        jpeg_fancy_upsampling=True,  # libjpeg's default chroma upsampling, as PIL: same pixels
+    )
+
+
+def _member_exts(role: str | None) -> str:
+    """The reader's extension set of one output: any stored image format of that member."""
+    prefix = f"{role}." if role else ""
+    return ";".join(prefix + ext for ext in STORED_EXTENSIONS)
+
+
 @pipeline_def(enable_checkpointing=True)
 def train_pipeline(
     files: SplitFiles, shard_id: int, num_shards: int, cfg: DataConfig, decoder: str
-) -> tuple[Any, Any, Any]:
-    """DALI graph: read -> random crop decode -> (clean, augmented, padded source_info)."""
+) -> tuple[Any, ...]:
+    """DALI graph: read -> random crop decode -> (clean, augmented, padded source_info[, noisy]).
+
+    Paired shards: the noisy and the clean member are decoded with the *same* crop position
+    (one pair of random draws feeds both decoders; the two images have the same size, so the
+    crop windows coincide pixel for pixel).
+    """
+    roles = ("noisy", "clean") if files.paired else (None,)
     encoded = fn.readers.webdataset(
         paths=files.tar_paths,
         index_paths=files.index_paths,
-        ext=[";".join(STORED_EXTENSIONS)],
+        ext=[_member_exts(role) for role in roles],
         shard_id=shard_id,
         num_shards=num_shards,
         random_shuffle=True,
@@ -101,19 +129,14 @@ def train_pipeline(
         pad_last_batch=True,
         name=READER_NAME,
     )
+    encoded = encoded if isinstance(encoded, list | tuple) else [encoded]
     # "<tar>:<offset>:<member>", zero-padded to the batch's longest so it stacks into a tensor.
-    source = fn.pad(fn.get_property(encoded, key="source_info"), fill_value=0)
-    clean = fn.decoders.image_crop(
-        encoded,
-        device=decoder,
-        output_type=types.RGB,
-        crop=[cfg.patch_size, cfg.patch_size],
-        crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
-        crop_pos_y=fn.random.uniform(range=[0.0, 1.0]),
-        adjust_orientation=False,  # shards hold upright pixels; PIL (torch backend) agrees
-        jpeg_fancy_upsampling=True,  # libjpeg's default chroma upsampling, as PIL: same pixels
-    )
-    return _to_float_chw(clean), _augment(clean, cfg.patch_size, cfg.augment), source
+    source = fn.pad(fn.get_property(encoded[0], key="source_info"), fill_value=0)
+    pos_x, pos_y = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
+    crops = [_decode_crop(member, cfg, decoder, pos_x, pos_y) for member in encoded]
+    clean = crops[-1]
+    outputs = (_to_float_chw(clean), _augment(clean, cfg.patch_size, cfg.augment), source)
+    return outputs + ((_to_float_chw(crops[0]),) if files.paired else ())
 
 
 def _keys_from_sources(source: torch.Tensor) -> list[str]:
@@ -211,7 +234,7 @@ class DaliTrainLoader:
         try:
             return DALIGenericIterator(
                 [pipe],
-                OUTPUTS,
+                PAIRED_OUTPUTS if files.paired else OUTPUTS,
                 reader_name=READER_NAME,
                 last_batch_policy=LastBatchPolicy.DROP,
                 auto_reset=True,
@@ -238,12 +261,12 @@ class DaliTrainLoader:
             return self._failed(exc)
         self.batch += 1
         self._checkpoint = bytes(self._iterator.checkpoints()[0])
-        return {
-            "clean": out["clean"].to(self.device, non_blocking=True),
-            "augmented": out["augmented"].to(self.device, non_blocking=True),
-            "keys": _keys_from_sources(out["source"]),
-            "bad_samples": [],
+        batch = {
+            name: out[name].to(self.device, non_blocking=True)
+            for name in ("clean", "augmented", "noisy")
+            if name in out
         }
+        return {**batch, "keys": _keys_from_sources(out["source"]), "bad_samples": []}
 
     def _next_output(self) -> dict[str, torch.Tensor]:
         try:
@@ -260,18 +283,21 @@ class DaliTrainLoader:
         """A placeholder batch reporting the sample(s) DALI could not decode."""
         message = str(exc).split("encountered:", 1)[-1].strip().splitlines()[0]
         named = parse_dali_error(str(exc))
-        location = None
+        member = None
         if named is not None:
             location = self._locations.get(split_member_name(named[2])[0])
-        if location is not None and location.offset == named[1]:
-            self._pending = [bad_sample("train", location, f"DALI: {message}")]
+            images = location.images() if location is not None else []
+            member = next((im for im in images if im.offset == named[1]), None)
+        if member is not None:  # the noisy or the clean image of a paired sample
+            self._pending = [bad_sample("train", member, f"DALI: {message}")]
         else:
             self._pending = self._scan_for_undecodable(exc, message)
         empty = torch.zeros(
             (self.cfg.batch_size_per_gpu, 3, self.cfg.patch_size, self.cfg.patch_size),
             device=self.device,
         )
-        return {"clean": empty, "augmented": empty, "keys": [], "bad_samples": self._pending}
+        batch = {"clean": empty, "augmented": empty, "keys": [], "bad_samples": self._pending}
+        return {**batch, "noisy": empty} if self.source.paired else batch
 
     def _scan_for_undecodable(self, exc: RuntimeError, message: str) -> list[BadSample]:
         """DALI's error does not always name the sample (a damaged PNG header gives only

@@ -24,6 +24,12 @@ class SampleLocation:
     size: int
     member: str = ""
     """Tar member name (``<key>.<ext>``)."""
+    pair: SampleLocation | None = None
+    """Paired shards: this location is the noisy image and ``pair`` its clean twin."""
+
+    def images(self) -> list[SampleLocation]:
+        """The image members of the sample: itself, and its clean twin when paired."""
+        return [self] if self.pair is None else [self, self.pair]
 
 
 @dataclass
@@ -34,6 +40,8 @@ class SplitFiles:
     index_paths: list[str]
     num_samples: int
     min_side: int
+    paired: bool = False
+    """Samples are noisy/clean pairs (``prepare-shards --pairs``)."""
 
     def locations(self) -> list[SampleLocation]:
         """Every sample of the split in shard order (= the split's ``index`` order)."""
@@ -41,6 +49,10 @@ class SplitFiles:
         for tar_path, index_path in zip(self.tar_paths, self.index_paths, strict=True):
             found += read_index(tar_path, index_path)
         return found
+
+    def same_shards(self, tar_paths: list[str], index_paths: list[str], num: int) -> SplitFiles:
+        """These shards' settings with other indexes (a subset of the samples)."""
+        return SplitFiles(tar_paths, index_paths, num, self.min_side, self.paired)
 
 
 def load_split(shards_dir: str, split: str) -> SplitFiles:
@@ -60,6 +72,7 @@ def load_split(shards_dir: str, split: str) -> SplitFiles:
         index_paths=[os.path.join(shards_dir, s["index"]) for s in shards],
         num_samples=int(manifest["splits"][split]["num_samples"]),
         min_side=int(manifest["settings"]["min_side"]),
+        paired=bool(manifest.get("pairs")),
     )
 
 
@@ -101,17 +114,34 @@ def write_dali_index(tar_path: str, idx_path: str) -> int:
     return len(samples)
 
 
+PAIR_ROLES = ("noisy", "clean")
+"""Member roles of a paired sample: ``<key>.noisy.<ext>`` and ``<key>.clean.<ext>``."""
+
+
 def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:
-    """Parse a DALI webdataset index (v1.2: one sample a line, ``ext offset size name``)."""
+    """Parse a DALI webdataset index (v1.2: one sample a line, ``ext offset size name`` per
+    member). A single-image sample's location is its (only) image; a paired sample's is its
+    noisy member with the clean one as ``pair``."""
     with open(index_path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     if not lines or not lines[0].startswith("v1.2 "):
         raise UserError(f"{index_path}: not a DALI webdataset index (v1.2)")
     found = []
     for line in lines[1:]:
-        _ext, offset, size, name = line.split()[:4]  # one image member per sample
-        key = split_member_name(name)[0]
-        found.append(SampleLocation(key, tar_path, int(offset), int(size), name))
+        fields = line.split()
+        members = {}
+        for start in range(0, len(fields) - 3, 4):
+            ext, offset, size, name = fields[start : start + 4]
+            key = split_member_name(name)[0]
+            members[ext.split(".")[0]] = SampleLocation(key, tar_path, int(offset), int(size), name)
+        if all(role in members for role in PAIR_ROLES):
+            noisy = members["noisy"]
+            noisy.pair = members["clean"]
+            found.append(noisy)
+        else:  # one image member per sample
+            _ext, offset, size, name = fields[:4]
+            key = split_member_name(name)[0]
+            found.append(SampleLocation(key, tar_path, int(offset), int(size), name))
     return found
 
 
@@ -154,4 +184,4 @@ def filtered_split(
             tar_paths.append(tar_path)
             index_paths.append(path)
         total += len(kept)
-    return SplitFiles(tar_paths, index_paths, total, files.min_side)
+    return files.same_shards(tar_paths, index_paths, total)

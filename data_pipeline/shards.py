@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,11 @@ class Sample:
     stored_as: str  # "jpg"/"png": source bytes unchanged; "lossless-png"/"lossless-jp2": re-encoded
     split: str = ""
 
+    def members(self, src_dir: str) -> dict[str, bytes]:
+        """Tar members of this sample: ``{extension: payload}`` (one image)."""
+        ext, payload = stored_bytes(os.path.join(src_dir, self.path), self.stored_as)
+        return {ext: payload}
+
 
 @dataclass
 class _ShardJob:
@@ -109,7 +115,8 @@ class _ShardJob:
     src_dir: str
     split: str
     first_shard: int
-    samples: list[Sample] = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    """:class:`Sample` or anything with ``key`` and ``members(src_dir)`` (a paired sample)."""
 
 
 def source_images(src_dir: Path) -> list[str]:
@@ -144,12 +151,12 @@ def probe_image(path: str, min_side: int) -> ProbeResult:
             if min(width, height) < min_side:
                 return ProbeResult("small", width, height)
             img.load()  # raises on truncated or otherwise undecodable data
-            return ProbeResult("ok", width, height, stored_as=_storage_of(img, path))
+            return ProbeResult("ok", width, height, stored_as=storage_of(img, path))
     except Exception as exc:  # PIL raises many unrelated types for bad data
         return ProbeResult("corrupt", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
-def _storage_of(img: Image.Image, path: str) -> str:
+def storage_of(img: Image.Image, path: str) -> str:
     """ "jpg"/"png" when the original bytes can be stored as they are, else "lossless"."""
     ext = _PASS_THROUGH.get(img.format or "")
     rotated = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
@@ -160,7 +167,7 @@ def _storage_of(img: Image.Image, path: str) -> str:
     return ext
 
 
-def _stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
+def stored_bytes(path: str, stored_as: str) -> tuple[str, bytes]:
     """Tar member extension and payload of one sample (``stored_as`` as in :class:`Sample`)."""
     if not stored_as.startswith("lossless-"):
         with open(path, "rb") as handle:
@@ -203,14 +210,12 @@ def _write_shard_group(job: _ShardJob, maxcount: int) -> list[dict]:
         mode=0o444,
     ) as writer:
         for sample in job.samples:
-            src = os.path.join(job.src_dir, sample.path)
-            ext, payload = _stored_bytes(src, sample.stored_as)
-            writer.write({"__key__": sample.key, ext: payload})
+            writer.write({"__key__": sample.key, **sample.members(job.src_dir)})
     return records
 
 
 def _shard_jobs(
-    samples: list[Sample], split: str, cfg: ShardConfig, out_dir: str, src: str
+    samples: list, split: str, cfg: ShardConfig, out_dir: str, src: str
 ) -> list[_ShardJob]:
     """Cut ``samples`` into groups of whole shards, about one group per worker."""
     n_shards = -(-len(samples) // cfg.maxcount)
@@ -278,18 +283,37 @@ def prepare_shards(
     src, out = Path(src_dir).resolve(), Path(out_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src_dir}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output folder exists and is not empty: {out_dir}")
+    check_output_folder(out, out_dir)
     samples, skipped = _select(src, cfg)
+    return publish(out, lambda tmp: _write_all(samples, skipped, src, tmp, cfg), cfg.workers)
+
+
+def check_output_folder(out: Path, given: str | os.PathLike) -> None:
+    """Refuse an output folder that exists and is not empty (nothing is ever overwritten)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output folder exists and is not empty: {given}")
+
+
+def publish(out: Path, write: Callable[[str], dict], workers: int) -> dict:
+    """Write a shard folder under a temporary name, verify it, then rename it to ``out``.
+
+    Args:
+        out: the final folder (absent or empty).
+        write: writes the shards into the given temporary folder and returns the manifest.
+        workers: processes for the verification.
+
+    Returns:
+        The manifest (also written as ``out/manifest.json``).
+    """
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _write_all(samples, skipped, src, str(tmp), cfg)
+        manifest = write(str(tmp))
         with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)
         # Read back what was written, as `jicd check-shards` does, before the folder appears.
-        problems = verify_shards(tmp, cfg.workers)["problems"]
+        problems = verify_shards(tmp, workers)["problems"]
         if problems:
             first = problems[0]
             raise UserError(
@@ -305,14 +329,25 @@ def prepare_shards(
     return manifest
 
 
+def write_splits(splits: dict[str, list], src: Path, tmp: str, cfg: ShardConfig) -> dict:
+    """Write every split's shards into ``tmp`` (in parallel); the manifest's ``splits`` entry."""
+    jobs = [job for name in SPLITS for job in _shard_jobs(splits[name], name, cfg, tmp, str(src))]
+    groups = parallel_map(_write_shard_group, jobs, cfg.workers, "write", "group", cfg.maxcount)
+    shards = [record for group in groups for record in group]
+    return {
+        name: {
+            "num_samples": len(splits[name]),
+            "shards": [s for s in shards if s["name"].startswith(f"{name}-")],
+        }
+        for name in SPLITS
+    }
+
+
 def _write_all(
     samples: list[Sample], skipped: dict[str, list], src: Path, tmp: str, cfg: ShardConfig
 ) -> dict:
     """Write both splits' shards into ``tmp``; return the manifest."""
     splits = split_samples(samples, cfg.val_fraction)
-    jobs = [job for name in SPLITS for job in _shard_jobs(splits[name], name, cfg, tmp, str(src))]
-    groups = parallel_map(_write_shard_group, jobs, cfg.workers, "write", "group", cfg.maxcount)
-    shards = [record for group in groups for record in group]
     return {
         "format": "jicd-shards",
         "version": 1,
@@ -322,13 +357,7 @@ def _write_all(
             "8-bit RGB (grey JPEG/PNG decode to RGB). 'jpg'/'png' members are the source bytes "
             f"unchanged; other sources were stored as lossless {cfg.lossless_format}."
         ),
-        "splits": {
-            name: {
-                "num_samples": len(splits[name]),
-                "shards": [s for s in shards if s["name"].startswith(f"{name}-")],
-            }
-            for name in SPLITS
-        },
+        "splits": write_splits(splits, src, tmp, cfg),
         "samples": [asdict(s) for s in samples],
         "skipped": skipped,
     }

@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data_pipeline.bad_samples import bad_sample, error_line
+from data_pipeline.bad_samples import BadSample, bad_sample, error_line
 from data_pipeline.config import DataConfig
 from data_pipeline.contract import LoaderPlace, check_loader_state
 from data_pipeline.manifest import SampleLocation, check_split, load_split
@@ -45,6 +45,25 @@ def read_image(location: SampleLocation) -> Image.Image:
         handle.seek(location.offset)
         payload = handle.read(location.size)
     return Image.open(io.BytesIO(payload)).convert("RGB")
+
+
+def read_sample(
+    location: SampleLocation, split: str = "train"
+) -> tuple[list[Image.Image], BadSample | None]:
+    """Every image of a sample, fully decoded (``[image]``, or ``[noisy, clean]`` when paired),
+    or ``([], report)`` naming the member that failed; a pair of two sizes is reported too."""
+    images = []
+    for member in location.images():
+        try:
+            image = read_image(member)
+            image.load()
+        except Exception as exc:  # PIL raises many unrelated types for bad data
+            return [], bad_sample(split, member, error_line(exc))
+        images.append(image)
+    if len({image.size for image in images}) > 1:
+        sizes = " vs ".join("x".join(map(str, image.size)) for image in images)
+        return [], bad_sample(split, location, f"noisy and clean differ in size ({sizes})")
+    return images, None
 
 
 def to_uint8_chw(image: Image.Image) -> torch.Tensor:
@@ -103,7 +122,8 @@ class _Item(NamedTuple):
 
 
 class _TrainSamples(Dataset):
-    """Map-style dataset: :class:`_Item` -> ``(clean, augmented, key, bad | None, item)``."""
+    """Map-style dataset: :class:`_Item` -> ``(clean, augmented, noisy | None, key, bad | None,
+    item)`` (``noisy``: the pixel-aligned noisy crop of a paired sample)."""
 
     def __init__(self, locations: list[SampleLocation], cfg: DataConfig) -> None:
         self.locations, self.patch = locations, cfg.patch_size
@@ -124,30 +144,29 @@ class _TrainSamples(Dataset):
 
     def __getitem__(self, item: _Item) -> tuple:
         location = self.locations[item.index]
-        bad = None
         if item.excluded:
-            bad = bad_sample("train", location, "excluded earlier in this run")
+            images, bad = [], bad_sample("train", location, "excluded earlier in this run")
         else:
-            try:
-                image = read_image(location)
-                image.load()
-            except Exception as exc:  # PIL raises many unrelated types for bad data
-                bad = bad_sample("train", location, error_line(exc))
+            images, bad = read_sample(location)
         if bad is not None:
             empty = torch.zeros(3, self.patch, self.patch, dtype=torch.uint8)
-            return empty, empty, location.key, bad, item
+            return empty, empty, empty if location.pair else None, location.key, bad, item
         # A private RNG stream per sample: results do not depend on workers or prefetching.
         with torch.random.fork_rng(devices=[]), single_thread():
             torch.manual_seed(item.seed)
-            left = int(torch.randint(image.width - self.patch + 1, ()))
-            top = int(torch.randint(image.height - self.patch + 1, ()))
-            clean = to_uint8_chw(image.crop((left, top, left + self.patch, top + self.patch)))
+            left = int(torch.randint(images[0].width - self.patch + 1, ()))
+            top = int(torch.randint(images[0].height - self.patch + 1, ()))
+            box = (left, top, left + self.patch, top + self.patch)
+            # one crop for every image of the sample: noisy and clean stay pixel-aligned
+            crops = [to_uint8_chw(image.crop(box)) for image in images]
+            clean = crops[-1]
             if item.augment_seed is not None:
                 # Every crop is P×P, so the same seed draws the same RRC / jitter / flip for
                 # every image of the batch: one parameter set per batch.
                 torch.manual_seed(item.augment_seed)
-            augmented = self.augment(clean)
-        return clean, augmented, location.key, None, item
+            augmented = self.augment(clean)  # the positive view: of the clean crop
+        noisy = crops[0] if location.pair else None
+        return clean, augmented, noisy, location.key, None, item
 
 
 class _BatchPlan:
@@ -199,14 +218,17 @@ class _BatchPlan:
 
 
 def _collate_train(samples: list[tuple]) -> dict[str, Any]:
-    clean, augmented, keys, bad, items = zip(*samples, strict=True)
-    return {
+    clean, augmented, noisy, keys, bad, items = zip(*samples, strict=True)
+    batch = {
         "clean": torch.stack(clean),
         "augmented": torch.stack(augmented),
         "keys": list(keys),
         "bad_samples": [b for b in bad if b is not None],
         "position": (items[0].epoch, items[0].batch),
     }
+    if noisy[0] is not None:
+        batch["noisy"] = torch.stack(noisy)
+    return batch
 
 
 def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
@@ -253,8 +275,9 @@ class TorchTrainLoader:
         self.position = (epoch, index + 1)
         for done in [e for e in self.plan.snapshots if e < epoch]:
             del self.plan.snapshots[done]  # finished epochs: their exclusions are not needed
-        batch["clean"] = to_device_float(batch["clean"], self.device)
-        batch["augmented"] = to_device_float(batch["augmented"], self.device)
+        for name in ("clean", "augmented", "noisy"):
+            if name in batch:
+                batch[name] = to_device_float(batch[name], self.device)
         return batch
 
     def exclude(self, keys: Iterable[str]) -> None:

@@ -12,21 +12,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipeline.bad_samples import BadSample, bad_sample, error_line
+from data_pipeline.bad_samples import BadSample
 from data_pipeline.config import DataConfig
 from data_pipeline.contract import LoaderPlace
 from data_pipeline.manifest import SampleLocation, check_split, load_split
-from data_pipeline.torch_loader import (
-    loader_kwargs,
-    read_image,
-    to_device_float,
-    to_uint8_chw,
-)
+from data_pipeline.torch_loader import loader_kwargs, read_sample, to_device_float, to_uint8_chw
 
 
 class _ValSamples(Dataset):
-    """Map-style dataset of center crops: val position -> ``(clean uint8 | None, key, position,
-    bad | None)`` (None and a report for an undecodable sample)."""
+    """Map-style dataset of center crops: val position -> ``(clean uint8 | None, noisy uint8 |
+    None, key, position, bad | None)`` (``noisy`` for paired shards; None and a report for an
+    undecodable sample)."""
 
     def __init__(self, locations: list[SampleLocation], patch: int) -> None:
         self.locations, self.patch = locations, patch
@@ -34,17 +30,17 @@ class _ValSamples(Dataset):
     def __len__(self) -> int:
         return len(self.locations)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str, int, BadSample | None]:
+    def __getitem__(self, index: int) -> tuple:
         location = self.locations[index]
-        try:
-            image = read_image(location)
-            image.load()
-        except Exception as exc:  # PIL raises many unrelated types for bad data
-            return None, location.key, index, bad_sample("val", location, error_line(exc))
-        left = int(round((image.width - self.patch) / 2.0))  # torchvision CenterCrop rounding
-        top = int(round((image.height - self.patch) / 2.0))
-        crop = image.crop((left, top, left + self.patch, top + self.patch))
-        return to_uint8_chw(crop), location.key, index, None
+        images, bad = read_sample(location, "val")
+        if bad is not None:
+            return None, None, location.key, index, bad
+        width, height = images[0].size
+        left = int(round((width - self.patch) / 2.0))  # torchvision CenterCrop rounding
+        top = int(round((height - self.patch) / 2.0))
+        crops = [to_uint8_chw(im.crop((left, top, left + self.patch, top + self.patch)))
+                 for im in images]  # fmt: skip
+        return crops[-1], crops[0] if location.pair else None, location.key, index, None
 
 
 class ValLoader:
@@ -86,19 +82,24 @@ class ValLoader:
             self.bad_samples += batch.pop("bad_samples")
             if not batch["keys"]:
                 continue  # every sample of this batch was undecodable
-            batch["clean"] = to_device_float(batch["clean"], self.device)
+            for name in ("clean", "noisy"):
+                if name in batch:
+                    batch[name] = to_device_float(batch[name], self.device)
             yield batch
 
 
 def _collate_val(samples: list[tuple]) -> dict[str, Any]:
     good = [s for s in samples if s[0] is not None]
-    bad = [s[3] for s in samples if s[0] is None]
+    bad = [s[4] for s in samples if s[0] is None]
     if not good:
         return {"keys": [], "bad_samples": bad}
-    clean, keys, index, _ = zip(*good, strict=True)
-    return {
+    clean, noisy, keys, index, _ = zip(*good, strict=True)
+    batch = {
         "clean": torch.stack(clean),
         "keys": list(keys),
         "index": torch.tensor(index),
         "bad_samples": bad,
     }
+    if noisy[0] is not None:
+        batch["noisy"] = torch.stack(noisy)
+    return batch

@@ -5,7 +5,8 @@ Per shard (one process each, in parallel): the tar exists and has the recorded s
 (manifests from before sizes were recorded skip the size); the tar's headers read to the end
 (a truncated tar fails here); every line of the DALI index names a member of the tar at its
 true data offset and size, and the index lists the recorded number of samples; every sample
-decodes completely (PIL) and is at least ``min_side`` on each side.
+decodes completely (PIL) and is at least ``min_side`` on each side; the two images of a
+paired sample have the same size.
 """
 
 from __future__ import annotations
@@ -86,19 +87,37 @@ def check_shard(task: _ShardTask) -> tuple[list[Problem], int]:
     decoded = 0
     with open(path, "rb") as handle:
         for loc in locations:
-            truth = members.get(loc.member) if members is not None else (loc.offset, loc.size)
-            if truth != (loc.offset, loc.size):
-                found = f"the tar {truth[0]}/{truth[1]}" if truth else "no such member in the tar"
-                where = f"index offset/size {loc.offset}/{loc.size}, {found}"
-                problems.append(Problem(name, loc.member, where))
-                continue
-            handle.seek(loc.offset)
-            problem = decode_problem(handle.read(loc.size), loc.size, task.min_side)
-            if problem:
-                problems.append(Problem(name, loc.member, problem))
-            else:
-                decoded += 1
+            sizes, good = set(), True
+            for image in loc.images():
+                problem, size = _member_problem(handle, image, members, task.min_side)
+                if problem:
+                    problems.append(Problem(name, image.member, problem))
+                    good = False
+                sizes.add(size)
+            if good and len(sizes) > 1:
+                shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+                why = f"noisy and clean differ in size ({shown})"
+                problems.append(Problem(name, loc.member, why))
+                good = False
+            decoded += good
     return problems, decoded
+
+
+def _member_problem(
+    handle, loc: SampleLocation, members: dict | None, min_side: int
+) -> tuple[str, tuple[int, int] | None]:
+    """Why the member at ``loc`` is not a usable image ("" when it is), and its size."""
+    truth = members.get(loc.member) if members is not None else (loc.offset, loc.size)
+    if truth != (loc.offset, loc.size):
+        found = f"the tar {truth[0]}/{truth[1]}" if truth else "no such member in the tar"
+        return f"index offset/size {loc.offset}/{loc.size}, {found}", None
+    handle.seek(loc.offset)
+    payload = handle.read(loc.size)
+    problem = decode_problem(payload, loc.size, min_side)
+    if problem:
+        return problem, None
+    with Image.open(io.BytesIO(payload)) as image:
+        return "", image.size
 
 
 def decode_problem(payload: bytes, size: int, min_side: int) -> str:
@@ -116,9 +135,14 @@ def decode_problem(payload: bytes, size: int, min_side: int) -> str:
 
 
 def _location_problem(location: SampleLocation) -> str:
+    """Why a sample does not decode ("" when every image of it does)."""
     with open(location.tar_path, "rb") as handle:
-        handle.seek(location.offset)
-        return decode_problem(handle.read(location.size), location.size, 1)
+        for image in location.images():
+            handle.seek(image.offset)
+            problem = decode_problem(handle.read(image.size), image.size, 1)
+            if problem:
+                return f"{image.member}: {problem}" if location.pair else problem
+    return ""
 
 
 def find_undecodable(

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from data_pipeline import build_train_loader, build_val_loader
+from data_pipeline.manifest import load_split
 from jicd import distributed as D
+from jicd.errors import UserError
 from jicd.metrics import psnr
 from jicd.models import build_model_from_config
 from jicd.models.checkpoints import load_weights_for_finetuning
@@ -31,6 +33,24 @@ from trainer.optim import build_optimizer, build_scheduler
 from trainer.validation import validate
 
 log = logging.getLogger(__name__)
+
+
+def check_noise_source(kind: str, shards: str) -> None:
+    """``noise.kind: paired`` takes the noisy image from paired shards; refuse other shards, and
+    say so when paired shards are trained on synthetic noise (their noisy images unused)."""
+    paired = load_split(shards, "train").paired
+    if kind == "paired" and not paired:
+        raise UserError(
+            f"noise.kind=paired needs paired shards (jicd prepare-shards --pairs sidd); "
+            f"data.shards {shards} holds single images"
+        )
+    if paired and kind != "paired":
+        log.warning(
+            "data.shards %s holds noisy/clean pairs but noise.kind=%s: training adds synthetic "
+            "noise to the clean images (set noise.kind=paired for the real noise)",
+            shards,
+            kind,
+        )
 
 
 class Trainer:
@@ -60,6 +80,7 @@ class Trainer:
         self.val_loader = build_val_loader(
             cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("val")
         )
+        check_noise_source(cfg.noise.kind, cfg.data.shards)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)

@@ -1,7 +1,9 @@
 """Validation: rate–distortion at the four fixed noise levels, reproducible across runs.
 
 Sample ``i`` of the validation split gets noise level ``i % 4 + 1`` seeded with ``i``
-(``jicd.noise.validation_noise``), so numbers compare across runs and resumes.
+(``jicd.noise.validation_noise``), so numbers compare across runs and resumes. Paired shards
+(real noise, ``noise.kind: paired``) bring their own noisy image: those results are reported
+under ``real`` (``psnr_real``, ``bpp_real``, …) instead of per level.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from jicd.noise import validation_noise
 from trainer.losses import rd_terms
 
 NUM_LEVELS = 4
+BUCKETS = [f"level{level + 1}" for level in range(NUM_LEVELS)] + ["real"]
+REAL = len(BUCKETS) - 1
 _FIELDS = ("count", "psnr", "ms_ssim", "bpp", "rd_loss")
 
 
@@ -43,11 +47,12 @@ def validate(
     """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(NUM_LEVELS, len(_FIELDS), dtype=torch.float64)
+    sums = torch.zeros(len(BUCKETS), len(_FIELDS), dtype=torch.float64)
     shown: dict[int, torch.Tensor] = {}
     for batch in loader:
         clean, index = batch["clean"], batch["index"]
-        noisy = validation_noise(clean, index)
+        paired = "noisy" in batch
+        noisy = batch["noisy"] if paired else validation_noise(clean, index)
         out = model(noisy)
         x_hat = out["x_hat"].clamp(0, 1)
         terms = rd_terms(out["likelihoods"], x_hat, clean, lmbda, distortion)
@@ -56,42 +61,46 @@ def validate(
         rows = torch.stack(
             [torch.ones_like(bpp), psnr(x_hat, clean), ms_ssim, bpp, terms["rd_loss"]]
         )
-        sums.index_add_(0, (index.cpu() % NUM_LEVELS), rows.T.double().cpu())
+        bucket = torch.full_like(index.cpu(), REAL) if paired else index.cpu() % NUM_LEVELS
+        sums.index_add_(0, bucket, rows.T.double().cpu())
         if D.is_main() and len(shown) < num_images:
             for i in range(min(num_images - len(shown), clean.shape[0])):
-                shown[int(index[i])] = torch.stack([clean[i], noisy[i], x_hat[i]]).cpu()
+                key = (int(index[i]), int(bucket[i]))
+                shown[key] = torch.stack([clean[i], noisy[i], x_hat[i]]).cpu()
     model.train(was_training)
     sums = D.all_reduce_sum(sums.to(D.device())).cpu()
     return summarise(sums), validation_rows(shown)
 
 
-def validation_rows(shown: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+def validation_rows(shown: dict[tuple[int, int], torch.Tensor]) -> dict[str, torch.Tensor]:
     """One TensorBoard image per validation sample: clean | noisy | reconstruction, one row.
 
     Args:
-        shown: validation index ``i`` → its ``(3, 3, P, P)`` clean, noisy, reconstruction.
+        shown: ``(validation index i, bucket)`` → its ``(3, 3, P, P)`` clean, noisy,
+            reconstruction (bucket: level − 1, or :data:`REAL` for a paired sample).
 
     Returns:
-        ``val/level{L}/sample{i}`` (``L = i % 4 + 1``, the sample's noise level) →
-        ``(1, 3, P + 4, 3·P + 8)``: the three images side by side, 2 px white borders.
+        ``val/level{L}/sample{i}`` (``L = i % 4 + 1``, the sample's noise level; ``val/real/…``
+        for paired samples) → ``(1, 3, P + 4, 3·P + 8)``: the three images side by side, 2 px
+        white borders.
     """
     return {
-        f"val/level{index % NUM_LEVELS + 1}/sample{index}": make_grid(
+        f"val/{BUCKETS[bucket]}/sample{index}": make_grid(
             triplet, nrow=3, padding=2, pad_value=1.0
         )[None]
-        for index, triplet in sorted(shown.items())
+        for (index, bucket), triplet in sorted(shown.items())
     }
 
 
 def summarise(sums: torch.Tensor) -> dict[str, float]:
-    """Turn per-level sums ``(4, fields)`` into per-level and overall means."""
+    """Turn per-bucket sums ``(buckets, fields)`` into per-bucket and overall means."""
     results: dict[str, float] = {}
     counts = sums[:, 0]
-    for level in range(NUM_LEVELS):
-        if counts[level] == 0:
+    for bucket, label in enumerate(BUCKETS):
+        if counts[bucket] == 0:
             continue
         for j, name in enumerate(_FIELDS[1:], start=1):
-            results[f"{name}_level{level + 1}"] = float(sums[level, j] / counts[level])
+            results[f"{name}_{label}"] = float(sums[bucket, j] / counts[bucket])
     if counts.sum() > 0:
         for j, name in enumerate(_FIELDS[1:], start=1):
             results[name] = float(sums[:, j].sum() / counts.sum())

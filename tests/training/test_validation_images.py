@@ -14,7 +14,7 @@ P = 64
 def test_each_sample_is_one_row_clean_noisy_reconstruction_in_that_order():
     colours = torch.tensor([0.1, 0.5, 0.9])
     triplet = colours.view(3, 1, 1, 1).expand(3, 3, P, P)  # clean 0.1, noisy 0.5, recon 0.9
-    images = validation_rows({6: triplet, 1: triplet})
+    images = validation_rows({(6, 2): triplet, (1, 1): triplet})  # (index, level - 1)
     assert list(images) == ["val/level2/sample1", "val/level3/sample6"]  # level = i % 4 + 1
     image = images["val/level2/sample1"]
     assert image.shape == (1, 3, P + 4, 3 * P + 8)  # a single row of three, 2 px borders
@@ -40,3 +40,16 @@ def test_validate_returns_the_first_samples_as_labelled_rows():
     noisy = validation_noise(clean[3:4], [3])[0]
     assert torch.allclose(row[:, 2 : 2 + P, P + 4 : 2 * P + 4], noisy)
     assert results["num_images"] == 6
+
+
+def test_paired_validation_uses_the_batch_noisy_image_and_reports_real():
+    torch.manual_seed(0)
+    model = build_model_from_config(ModelConfig(preset="jicd", quality=1, channels=16))
+    clean = torch.rand(2, 3, P, P)
+    noisy = (clean + 0.05 * torch.randn_like(clean)).clamp(0, 1)
+    loader = [{"clean": clean, "noisy": noisy, "index": torch.arange(2)}]
+    results, images = validate(model, loader, lmbda=0.01, num_images=2)
+    assert list(images) == ["val/real/sample0", "val/real/sample1"]
+    assert torch.allclose(images["val/real/sample1"][0][:, 2 : 2 + P, P + 4 : 2 * P + 4], noisy[1])
+    assert "psnr_real" in results and not any("level" in k for k in results)
+    assert results["psnr"] == results["psnr_real"] and results["num_images"] == 2
