@@ -87,6 +87,20 @@ def test_paper_recipe_in_iterations() -> None:
         assert load_config(CONFIGS / f"baseline_q{q}.yaml").model.preset == "baseline"
 
 
+def test_sidd_recipe_is_the_baselines_with_paired_noise() -> None:
+    per_epoch = 320 * 60 // 16  # SIDD-Medium pairs x 60 crops per epoch / batch 16
+    for q in range(1, 7):
+        sidd, flickr = load_config(CONFIGS / f"sidd_q{q}.yaml"), load_config(CONFIGS / f"q{q}.yaml")
+        assert sidd.noise.kind == "paired" and sidd.data.shards == "data/sidd-shards"
+        assert sidd.train.steps == 600 * per_epoch and sidd.optim.warmup_steps == 20 * per_epoch
+        assert sidd.optim.milestones == [450 * per_epoch, 550 * per_epoch]
+        assert (sidd.model, sidd.loss, sidd.train.loss_cap) == (
+            flickr.model,
+            flickr.loss,
+            flickr.train.loss_cap,
+        )
+
+
 def test_resume_check_names_experiment_keys_and_ignores_newer_ones() -> None:
     from jicd.config import to_dict
     from trainer.config import changed_keys, resolve_config
