@@ -38,4 +38,4 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .cache runs results .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .cache runs results/study .pytest_cache .ruff_cache *.egg-info

@@ -51,6 +51,17 @@ def test_non_monotonic_curve_falls_back_to_cubic_and_says_so():
     assert result.percent == pytest.approx(-10.0, abs=0.5)
 
 
+def test_a_three_point_non_monotonic_curve_uses_its_efficient_points_not_a_cubic():
+    # the CPU study's level-4 curves: the baseline's PSNR falls from q3 to q6
+    baseline = report.Curve("baseline", [0.057, 0.114, 0.175], [21.15, 21.88, 21.74])
+    jicd = report.Curve("jicd", [0.054, 0.113, 0.181], [20.39, 21.71, 21.96])
+    result = report.bd_rate(baseline, jicd)
+    assert result.method == "pchip" and "dominated points dropped" in result.note
+    assert -100 < result.percent < 100  # a cubic through 3 points gave +1e17 %
+    efficient = report.bd_rate(report.Curve("b", [0.057, 0.114], [21.15, 21.88]), jicd)
+    assert result.percent == pytest.approx(efficient.percent)
+
+
 def test_too_few_points_give_nan():
     one = report.Curve("one", [0.1], [30.0])
     assert math.isnan(report.bd_rate(one, one).percent)

@@ -87,9 +87,13 @@ def table1(plan: Plan, results: Path, sets: list[str]) -> tuple[str, dict]:
         "| set | level | BD-rate PSNR (ours) | published | BD-rate MS-SSIM (ours) | published |",
         "|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
+    points = ["", "RD points per seed (bpp / PSNR dB at " + ", ".join(f"q{q}" for q in qualities)
+              + "; the BD-rates above integrate these):", "",
+              "| set | level | seed | jicd | baseline |", "|---|---|---|---|---|"]  # fmt: skip
     for set_name in sets:
         for level in (1, 2, 3, 4):
-            row = {"set": set_name, "level": level}
+            row: dict = {"set": set_name, "level": level, "notes": []}
             for metric, key in (("psnr", "bd_rate_psnr"), ("ms-ssim", "bd_rate_ms_ssim")):
                 per_seed = []
                 for seed in plan.scale.seeds:
@@ -100,17 +104,33 @@ def table1(plan: Plan, results: Path, sets: list[str]) -> tuple[str, dict]:
                     ours = curve(results, "jicd", names["jicd"], set_name, level, metric)
                     base = curve(results, "baseline", names["baseline"], set_name, level, metric)
                     if ours and base:
-                        per_seed.append(bd_rate(base, ours).percent)
+                        result = bd_rate(base, ours)
+                        per_seed.append(result.percent)
+                        if result.note:
+                            row["notes"].append(f"{metric}, seed {seed}: {result.note}")
+                    if metric == "psnr" and ours and base:
+                        points.append(f"| {set_name} | {level} | {seed} | {_points(ours)} | "
+                                      f"{_points(base)} |")  # fmt: skip
                 row[key] = per_seed
                 row[f"{key}_published"] = paper[key].get(set_name, {}).get(str(level))
             payload["rows"].append(row)
+            mark = ""
+            if row["notes"]:
+                notes += [f"{set_name} level {level}, {n}" for n in row["notes"]]
+                mark = " †"
             lines.append(
-                f"| {set_name} | {level} | {_spread(row['bd_rate_psnr'])} | "
+                f"| {set_name} | {level}{mark} | {_spread(row['bd_rate_psnr'])} | "
                 f"{_fmt(row['bd_rate_psnr_published'], 2, ' %')} | "
                 f"{_spread(row['bd_rate_ms_ssim'])} | "
                 f"{_fmt(row['bd_rate_ms_ssim_published'], 2, ' %')} |"
             )
-    return "\n".join(lines) + "\n", payload
+    if notes:
+        lines += ["", "† " + "; ".join(notes) + "."]
+    return "\n".join(lines + points) + "\n", payload
+
+
+def _points(c: Curve) -> str:
+    return ", ".join(f"{b:.3f} / {v:.2f}" for b, v in zip(c.bpp, c.psnr, strict=True))
 
 
 def parameters_1e4(preset: str, quality: int, channels: int | None) -> float:
