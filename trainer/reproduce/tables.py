@@ -54,7 +54,14 @@ def curve(
         values = [p[psnr_key(p)] for p in points]
     if any(v is None or math.isnan(v) for v in values):
         return None  # e.g. MS-SSIM of images under 161 px
-    return Curve(label, [p["bpp"] for p in points], values)
+    ms_ssim = _ms_ssim([p.get("ms-ssim-rgb") for p in points])
+    kind = psnr_key(points[0]) if metric == "psnr" else "ms-ssim-db"
+    return Curve(label, [p["bpp"] for p in points], values, ms_ssim, metric=kind)
+
+
+def _ms_ssim(values: list) -> list[float] | None:
+    """MS-SSIM per point for the plot's second panel, or None when any point lacks it."""
+    return None if any(v is None for v in values) else [float(v) for v in values]
 
 
 def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -255,7 +262,8 @@ def _folder_curves(folder: Path, set_name: str, level: int) -> list[Curve]:
         payload = json.loads(path.read_text())
         res = payload["results"]
         key = "psnr" if "psnr" in res else "psnr-rgb"
-        found.append(Curve(payload["name"], res["bpp"], res[key]))
+        ms_ssim = _ms_ssim(res.get("ms-ssim-rgb", [None]))
+        found.append(Curve(payload["name"], res["bpp"], res[key], ms_ssim, metric=key))
     return found
 
 
@@ -265,5 +273,7 @@ def _published_curves(set_name: str, level: int) -> list[Curve]:
         payload = json.loads((REFERENCE_DIR / f"{stem}.json").read_text())
         points = payload.get(set_name, {}).get(str(level))
         if points:
-            curves.append(Curve(stem, points["bpp"], points["psnr"], measured=False))
+            ms_ssim = points.get("ms-ssim") or points.get("ms_ssim")
+            curves.append(Curve(stem, points["bpp"], points["psnr"], ms_ssim, measured=False,
+                                metric="psnr"))  # fmt: skip
     return curves
