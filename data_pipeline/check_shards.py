@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from data_pipeline.verify import verify_shards
+from data_pipeline.verify import Problem, verify_shards
 from jicd.cli import OneLineParser, run_guarded
 from jicd.files import write_json_atomic
 
@@ -35,8 +35,7 @@ def _run(argv: list[str] | None) -> int:
     path = args.report or os.path.join(args.shards, REPORT_NAME)
     write_json_atomic(path, report)
     for problem in report["problems"]:
-        where = f"{problem['shard']}:{problem['member']}" if problem["member"] else problem["shard"]
-        print(f"{where}: {problem['problem']}")
+        print(Problem(**problem))
     verdict = "sound" if not report["problems"] else f"{len(report['problems'])} problems"
     print(
         f"{report['shards']} shards, {report['decoded']} of {report['samples']} samples decoded: "

@@ -34,13 +34,13 @@ from data_pipeline.bad_samples import BadSample, bad_sample, parse_dali_error
 from data_pipeline.config import AugmentConfig, DataConfig
 from data_pipeline.contract import LoaderPlace, check_loader_state
 from data_pipeline.manifest import (
+    STORED_EXTENSIONS,
     SplitFiles,
     check_split,
     filtered_split,
     load_split,
     split_member_name,
 )
-from data_pipeline.shards import STORED_EXTENSIONS
 from data_pipeline.verify import find_undecodable
 from jicd.errors import UserError
 

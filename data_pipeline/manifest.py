@@ -12,6 +12,8 @@ from jicd.errors import UserError
 from jicd.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
+STORED_EXTENSIONS = ("jpg", "png", "jp2")
+"""Image formats a shard member can hold (one image per sample, or per role of a pair)."""
 
 
 @dataclass
@@ -26,6 +28,12 @@ class SampleLocation:
     """Tar member name (``<key>.<ext>``)."""
     pair: SampleLocation | None = None
     """Paired shards: this location is the noisy image and ``pair`` its clean twin."""
+
+    def read_bytes(self) -> bytes:
+        """The member's stored bytes (possibly fewer than ``size`` when the tar is truncated)."""
+        with open(self.tar_path, "rb") as handle:
+            handle.seek(self.offset)
+            return handle.read(self.size)
 
     def images(self) -> list[SampleLocation]:
         """The image members of the sample: itself, and its clean twin when paired."""
@@ -129,19 +137,16 @@ def read_index(tar_path: str, index_path: str) -> list[SampleLocation]:
     found = []
     for line in lines[1:]:
         fields = line.split()
-        members = {}
+        members = {}  # role ("noisy", "clean", "json", or the image's extension) -> location
         for start in range(0, len(fields) - 3, 4):
             ext, offset, size, name = fields[start : start + 4]
             key = split_member_name(name)[0]
             members[ext.split(".")[0]] = SampleLocation(key, tar_path, int(offset), int(size), name)
         if all(role in members for role in PAIR_ROLES):
-            noisy = members["noisy"]
-            noisy.pair = members["clean"]
-            found.append(noisy)
-        else:  # one image member per sample
-            _ext, offset, size, name = fields[:4]
-            key = split_member_name(name)[0]
-            found.append(SampleLocation(key, tar_path, int(offset), int(size), name))
+            members["noisy"].pair = members["clean"]
+            found.append(members["noisy"])
+        else:  # one image member per sample: the first
+            found.append(next(iter(members.values())))
     return found
 
 

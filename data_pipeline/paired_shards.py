@@ -28,14 +28,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from data_pipeline.parallel import parallel_map
 from data_pipeline.shards import (
     ShardConfig,
     check_output_folder,
+    probe_image,
     publish,
-    storage_of,
     stored_bytes,
     write_splits,
 )
@@ -78,23 +76,18 @@ def probe_pair(pair: Pair, min_side: int) -> tuple[str, str, int, int, tuple[str
         ``(status, detail, width, height, (stored_noisy, stored_clean))``; status is "ok",
         "small", "mismatched" or "corrupt" (detail says why).
     """
-    sizes, stored = [], []
-    for path in (pair.noisy, pair.clean):
-        try:
-            with Image.open(path) as img:
-                img.load()
-                sizes.append(img.size)
-                stored.append(storage_of(img, str(path)))
-        except Exception as exc:  # PIL raises many unrelated types for bad data
-            why = f"{path.name}: {type(exc).__name__}: {exc}".splitlines()[0]
-            return "corrupt", why, 0, 0, ("", "")
-    (width, height), clean_size = sizes
-    if (width, height) != clean_size:
-        detail = f"noisy {width}x{height}, clean {clean_size[0]}x{clean_size[1]}"
+    probes = [probe_image(str(path), 1) for path in (pair.noisy, pair.clean)]
+    for path, probe in zip((pair.noisy, pair.clean), probes, strict=True):
+        if probe.status == "corrupt":
+            return "corrupt", f"{path.name}: {probe.error}", 0, 0, ("", "")
+    noisy, clean = probes
+    width, height = noisy.width, noisy.height
+    if (width, height) != (clean.width, clean.height):
+        detail = f"noisy {width}x{height}, clean {clean.width}x{clean.height}"
         return "mismatched", detail, width, height, ("", "")
     if min(width, height) < min_side:
         return "small", f"{width}x{height}", width, height, ("", "")
-    return "ok", "", width, height, (stored[0], stored[1])
+    return "ok", "", width, height, (noisy.stored_as, clean.stored_as)
 
 
 def split_by_instance(samples: list[PairSample], val_fraction: float) -> dict[str, list]:
@@ -127,16 +120,12 @@ def _select(src: Path, cfg: ShardConfig) -> tuple[list[PairSample], dict[str, li
         if status != "ok":
             skipped[reasons[status]].append({"path": rel, "error": detail})
             continue
-        stored = tuple(_stored_name(s, cfg) for s in stored)
+        stored = tuple(cfg.stored_name(s) for s in stored)
         clean = pair.clean.relative_to(root).as_posix()
         samples.append(PairSample(pair.key, rel, clean, width, height, *stored, pair.meta))
     if not samples:
         raise UserError(f"{src}: no usable pairs ({sum(map(len, skipped.values()))} skipped)")
     return samples, skipped, root
-
-
-def _stored_name(stored_as: str, cfg: ShardConfig) -> str:
-    return f"lossless-{cfg.lossless_format}" if stored_as == "lossless" else stored_as
 
 
 def prepare_paired_shards(

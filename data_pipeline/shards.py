@@ -42,14 +42,11 @@ from PIL import Image, ImageOps
 
 from data_pipeline.manifest import MANIFEST_NAME, write_dali_index
 from data_pipeline.parallel import parallel_map, worker_count
-from data_pipeline.verify import verify_shards
+from data_pipeline.verify import Problem, verify_shards
 from jicd.errors import UserError
 from jicd.files import IMAGE_SUFFIXES, find_images, sha256_file
 from jicd.pixels import png_bit_depth, to_rgb8
 
-"""File suffixes (case-insensitive) that are treated as images."""
-STORED_EXTENSIONS = ("jpg", "png", "jp2")
-"""Tar member extensions a shard can contain (one per sample)."""
 SPLITS = ("train", "val")
 _PASS_THROUGH = {"JPEG": "jpg", "PNG": "png"}
 _EXIF_ORIENTATION = 0x0112
@@ -77,6 +74,10 @@ class ShardConfig:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.maxcount < 1 or self.min_side < 1 or self.workers < 0:
             raise UserError("maxcount and min_side must be >= 1 and workers >= 0")
+
+    def stored_name(self, stored_as: str) -> str:
+        """A probe's storage ("jpg", "png" or "lossless") as recorded for the sample."""
+        return f"lossless-{self.lossless_format}" if stored_as == "lossless" else stored_as
 
 
 @dataclass
@@ -151,12 +152,12 @@ def probe_image(path: str, min_side: int) -> ProbeResult:
             if min(width, height) < min_side:
                 return ProbeResult("small", width, height)
             img.load()  # raises on truncated or otherwise undecodable data
-            return ProbeResult("ok", width, height, stored_as=storage_of(img, path))
+            return ProbeResult("ok", width, height, stored_as=_storage_of(img, path))
     except Exception as exc:  # PIL raises many unrelated types for bad data
         return ProbeResult("corrupt", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
-def storage_of(img: Image.Image, path: str) -> str:
+def _storage_of(img: Image.Image, path: str) -> str:
     """ "jpg"/"png" when the original bytes can be stored as they are, else "lossless"."""
     ext = _PASS_THROUGH.get(img.format or "")
     rotated = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
@@ -245,14 +246,10 @@ def _select(src: Path, cfg: ShardConfig) -> tuple[list[Sample], dict[str, list]]
             accepted.append((rel, probe))
     keys = make_keys([rel for rel, _ in accepted])
     samples = [
-        Sample(key, rel, probe.width, probe.height, _stored_name(probe.stored_as, cfg))
+        Sample(key, rel, probe.width, probe.height, cfg.stored_name(probe.stored_as))
         for key, (rel, probe) in zip(keys, accepted, strict=True)
     ]
     return samples, skipped
-
-
-def _stored_name(stored_as: str, cfg: ShardConfig) -> str:
-    return f"lossless-{cfg.lossless_format}" if stored_as == "lossless" else stored_as
 
 
 def split_samples(samples: list[Sample], val_fraction: float) -> dict[str, list[Sample]]:
@@ -315,10 +312,9 @@ def publish(out: Path, write: Callable[[str], dict], workers: int) -> dict:
         # Read back what was written, as `jicd check-shards` does, before the folder appears.
         problems = verify_shards(tmp, workers)["problems"]
         if problems:
-            first = problems[0]
             raise UserError(
                 f"the shards written do not verify ({len(problems)} problems; first: "
-                f"{first['shard']}:{first['member']}: {first['problem']})"
+                f"{Problem(**problems[0])})"
             )
         if out.exists():
             out.rmdir()

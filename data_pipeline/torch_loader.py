@@ -41,10 +41,7 @@ from jicd.distributed import single_thread
 
 def read_image(location: SampleLocation) -> Image.Image:
     """Decode one stored sample into an RGB PIL image (no EXIF rotation: shards are upright)."""
-    with open(location.tar_path, "rb") as handle:
-        handle.seek(location.offset)
-        payload = handle.read(location.size)
-    return Image.open(io.BytesIO(payload)).convert("RGB")
+    return Image.open(io.BytesIO(location.read_bytes())).convert("RGB")
 
 
 def read_sample(

@@ -135,9 +135,7 @@ def decode_problem(payload: bytes, size: int, min_side: int) -> str:
 
 
 def _location_problem(location: SampleLocation) -> str:
-    with open(location.tar_path, "rb") as handle:
-        handle.seek(location.offset)
-        return decode_problem(handle.read(location.size), location.size, 1)
+    return decode_problem(location.read_bytes(), location.size, 1)
 
 
 def find_undecodable(

@@ -171,15 +171,20 @@ def _seeded_noise(clean: torch.Tensor, seeds: Sequence[int], levels: Sequence[in
     unknown = sorted(set(levels) - set(TEST_LEVELS))
     if unknown:
         raise UserError(f"unknown noise level {unknown[0]}; choose one of {list(TEST_LEVELS)}")
-    normal = torch.stack(
-        [
-            torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
-            for seed in seeds
-        ]
-    )
     sigma_r = torch.tensor([TEST_LEVELS[level][0] for level in levels])
     sigma_s = torch.tensor([TEST_LEVELS[level][1] for level in levels])
-    return _apply_noise(clean, sigma_r, sigma_s, normal.to(clean.device, clean.dtype))
+    return _apply_noise(clean, sigma_r, sigma_s, seeded_normal(clean, seeds))
+
+
+def seeded_normal(clean: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """A standard normal of ``clean``'s shape ``(B, C, H, W)``: image ``i`` drawn on the CPU
+    from its own generator seeded ``seeds[i]`` (the same numbers on every device), then moved
+    to ``clean``'s device and dtype."""
+    draws = [
+        torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+        for seed in seeds
+    ]
+    return torch.stack(draws).to(clean.device, clean.dtype)
 
 
 def noisy_at_level(clean: torch.Tensor, level: int, seed: int = 0) -> torch.Tensor:

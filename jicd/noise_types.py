@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from jicd.errors import UserError
-from jicd.noise import TEST_LEVELS, noisy_at_level
+from jicd.noise import TEST_LEVELS, noisy_at_level, seeded_normal
 from jicd.unprocess import TEST_CAMERA_SHOT, evaluation_camera, unprocess_noise
 
 POISSON_GAUSSIAN = (0.01, 0.02)
@@ -40,11 +40,7 @@ JPEG_QUALITY = 75
 
 def _normal(clean: Tensor, seed: int) -> Tensor:
     """A standard normal of ``clean``'s shape, one CPU generator seeded ``seed`` per image."""
-    draws = [
-        torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(seed))
-        for _ in range(clean.shape[0])
-    ]
-    return torch.stack(draws).to(clean.device, clean.dtype)
+    return seeded_normal(clean, [seed] * clean.shape[0])
 
 
 def gaussian(sigma_255: float) -> Callable[[Tensor, int], Tensor]:

@@ -74,6 +74,14 @@ class Camera:
     read: Tensor
 
 
+def _rgb_to_camera(weights: Tensor) -> Tensor:
+    """``(B, 3, 3)`` sRGB → camera matrices: the reference cameras' XYZ → camera matrices mixed
+    with ``weights (B, cameras)``, times sRGB → XYZ, each row normalised to sum 1."""
+    xyz2cam = torch.einsum("bk,kij->bij", weights, XYZ_TO_CAMS.to(weights.device))
+    rgb2cam = xyz2cam @ RGB_TO_XYZ.to(weights.device)
+    return rgb2cam / rgb2cam.sum(dim=2, keepdim=True)
+
+
 def random_camera(batch: int, generator: torch.Generator | None = None) -> Camera:
     """Draw ``batch`` random cameras (the paper's distributions) on the generator's device."""
     device = generator.device if generator is not None else torch.device("cpu")
@@ -83,9 +91,7 @@ def random_camera(batch: int, generator: torch.Generator | None = None) -> Camer
 
     weights = torch.rand(batch, len(XYZ_TO_CAMS), generator=generator, device=device)
     weights = weights / weights.sum(dim=1, keepdim=True)
-    xyz2cam = torch.einsum("bk,kij->bij", weights, XYZ_TO_CAMS.to(device))
-    rgb2cam = xyz2cam @ RGB_TO_XYZ.to(device)
-    rgb2cam = rgb2cam / rgb2cam.sum(dim=2, keepdim=True)
+    rgb2cam = _rgb_to_camera(weights)
     rgb_gain = 1.0 / (0.8 + 0.1 * torch.randn(batch, generator=generator, device=device))
     red_gain, blue_gain = uniform(1.9, 2.4), uniform(1.5, 1.9)
     log_shot = uniform(*LOG_SHOT_RANGE)
@@ -198,9 +204,7 @@ def evaluation_camera(name: str, batch: int) -> Camera:
     The four reference cameras weighted equally, ``rgb_gain`` 1/0.8, red 2.15, blue 1.7 (the
     distributions' centres), shot from :data:`TEST_CAMERA_SHOT`, read from the paper's fit.
     """
-    weights = torch.full((1, len(XYZ_TO_CAMS)), 1.0 / len(XYZ_TO_CAMS))
-    rgb2cam = torch.einsum("bk,kij->bij", weights, XYZ_TO_CAMS) @ RGB_TO_XYZ
-    rgb2cam = rgb2cam / rgb2cam.sum(dim=2, keepdim=True)
+    rgb2cam = _rgb_to_camera(torch.full((1, len(XYZ_TO_CAMS)), 1.0 / len(XYZ_TO_CAMS)))
     shot = torch.tensor(TEST_CAMERA_SHOT[name])
     slope, intercept, _ = READ_FROM_SHOT
     read = torch.exp(slope * shot.log() + intercept)

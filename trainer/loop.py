@@ -74,13 +74,13 @@ class Trainer:
         self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
         self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
         self.bad_samples = BadSampleGuard(self.run_dir, cfg.data, self.logger)
+        check_noise_source(cfg.noise.kind, cfg.data.shards)  # before a loader is built
         self.train_loader = build_train_loader(
             cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("train")
         )
         self.val_loader = build_val_loader(
             cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("val")
         )
-        check_noise_source(cfg.noise.kind, cfg.data.shards)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)

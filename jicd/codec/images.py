@@ -48,7 +48,12 @@ def load_rgb(path: str, notice: Callable[[str], None] | None = None) -> torch.Te
         raise UserError(f"{path} is not a readable image file ({type(exc).__name__})") from None
     if change is not None:
         (notice or log.warning)(f"{path}: {change}")
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return from_uint8(array)
+
+
+def from_uint8(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (1, 3, H, W) float32 in [0, 1] (a copy: the array may be read-only)."""
+    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -193,7 +193,6 @@ def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], 
 
 def _row(args, checkpoint, identity, set_name, path, level, clean, scores) -> dict:
     return {
-        "name": curve_name(args, identity),
         "checkpoint": str(checkpoint),
         "quality": identity.get("quality"),
         "weights_sha256": identity["weights_sha256"],

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from jicd.codec.images import to_uint8
 from jicd.evaluation.protocol import noisy_pairs
 from jicd.files import write_bytes_atomic
 
@@ -82,8 +82,7 @@ def _detail_box(clean: Tensor, side: int) -> tuple[int, int, int, int]:
 
 
 def _pil(image: Tensor) -> Image.Image:
-    array = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    return Image.fromarray(np.ascontiguousarray(to_uint8(image).numpy()), mode="RGB")
 
 
 def render_panel(title: str, tiles: list[tuple[str, str, Tensor]], clean: Tensor) -> bytes:

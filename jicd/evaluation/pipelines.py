@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from jicd.codec import images
 from jicd.errors import UserError
 from jicd.evaluation.classical import CODECS, ClassicalCodec, codec_choices, get_codec
 from jicd.evaluation.denoisers import (
@@ -131,7 +132,7 @@ def _number(text: str, token: str) -> float:
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` float in [0, 1] → ``(H, W, 3)`` uint8, rounded as a file stores it."""
-    return (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return images.to_uint8(image).numpy()
 
 
 def code_classical(codec: ClassicalCodec, codec_input: Tensor, quality: float) -> tuple:
@@ -148,8 +149,7 @@ def code_classical(codec: ClassicalCodec, codec_input: Tensor, quality: float) -
     decode_time = time.perf_counter() - encoded
     if decoded.shape != array.shape:
         raise RuntimeError(f"{codec.name} decoded {decoded.shape}, encoded {array.shape}")
-    x_hat = torch.from_numpy(np.array(decoded))  # a copy: decoders may return read-only arrays
-    x_hat = x_hat.permute(2, 0, 1)[None] / 255.0
+    x_hat = images.from_uint8(decoded)  # a copy: decoders may return read-only arrays
     return x_hat, len(data), encoded - start, decode_time
 
 

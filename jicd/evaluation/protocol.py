@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from jicd.codec.images import BLOCK, center_crop, load_rgb
+from jicd.codec.images import BLOCK, center_crop, from_uint8, load_rgb
 from jicd.errors import UserError
 from jicd.metrics import file_bpp, ms_ssim_float, psnr_8bit, psnr_truncated
 from jicd.noise_types import noisy_at
@@ -61,7 +60,7 @@ class PairedImage:
             return load_rgb(str(self.clean)), load_rgb(str(self.noisy))
         noisy, clean = _blocks(self.blocks)
         scene, block = self.index
-        return _tensor(clean[scene, block]), _tensor(noisy[scene, block])
+        return from_uint8(clean[scene, block]), from_uint8(noisy[scene, block])
 
 
 @lru_cache(maxsize=1)
@@ -69,10 +68,6 @@ def _blocks(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     from jicd.sidd import load_validation_blocks
 
     return load_validation_blocks(folder)  # read once per process: ~500 MB for all 1280 blocks
-
-
-def _tensor(pixels: np.ndarray) -> Tensor:
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
 def dataset_items(folder: str | Path, limit: int | None) -> list[Path | PairedImage]:

@@ -14,12 +14,11 @@ fresh CDF tables (what ``--checkpoint`` takes as the sequential comparator).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
 from jicd.cli import OneLineParser, UserError, guarded_main
-from jicd.files import torch_save_atomic
+from jicd.files import sha256_file, torch_save_atomic
 from jicd.models.checkpoints import import_checkpoint, save_export
 from jicd.models.presets import QUALITIES
 from jicd.models.released import FORMATS
@@ -46,14 +45,14 @@ def run(args) -> int:
     provenance = {
         "file": source.name,
         "format": fmt,
-        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "sha256": sha256_file(source),
     }
     if cfg is None:  # cheng2020-anchor: the comparator's plain state dict
         model.update(force=True)
         torch_save_atomic(model.state_dict(), output)
     else:
         save_export(output, model, cfg, extra={"imported_from": provenance})
-    digest = hashlib.sha256(output.read_bytes()).hexdigest()
+    digest = sha256_file(output)
     arch = cfg.arch_name() if cfg is not None else "cheng2020-anchor"
     print(f"{source} ({fmt}) -> {output}: {arch}, quality {args.quality}, sha256 {digest}")
     return 0

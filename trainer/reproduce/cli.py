@@ -134,8 +134,9 @@ def describe_plan(plan: Plan) -> str:
     scale = plan.scale
     lines = [f"# {scale.name} scale: {len(plan.runs)} runs, {len(plan.evaluations)} evaluations"]
     for r in plan.runs:
-        steps = scale.steps if r.backbone else scale.backbone_steps
-        lines.append(f"run  {r.name:<20} {steps:>6} steps  {' '.join(r.model_overrides(scale))}")
+        lines.append(
+            f"run  {r.name:<20} {scale.steps_of(r):>6} steps  {' '.join(r.model_overrides(scale))}"
+        )
     for e in plan.evaluations:
         what = " ".join(e.pipelines) if e.pipelines else e.run
         levels = ",".join(map(str, e.levels))

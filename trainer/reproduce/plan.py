@@ -68,6 +68,10 @@ class Scale:
     nproc: int
     val_every: int
 
+    def steps_of(self, run: Run) -> int:
+        """Training steps of ``run``: the backbone's, or every fine-tuned variant's."""
+        return self.steps if run.backbone else self.backbone_steps
+
 
 SCALES = {
     "tiny": Scale("tiny", 16, 64, 2, 3, 3, (1, 2), (0,), 2, 1, 1, 3),

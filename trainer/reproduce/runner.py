@@ -91,7 +91,7 @@ def run_finished(paths: StudyPaths, name: str, steps: int) -> bool:
 def train_command(run: Run, plan: Plan, paths: StudyPaths, base_config: Path) -> list[str]:
     """The ``torchrun … -m trainer.train`` command line of one run."""
     scale = plan.scale
-    steps = scale.backbone_steps if run.name == "backbone" else scale.steps
+    steps = scale.steps_of(run)
     overrides = [
         *run.model_overrides(scale),
         f"train.run_dir={paths.run_dir(run.name)}",
@@ -117,7 +117,7 @@ def train_command(run: Run, plan: Plan, paths: StudyPaths, base_config: Path) ->
 
 def train(run: Run, plan: Plan, paths: StudyPaths, base_config: Path) -> float:
     """Train (or resume) ``run`` unless finished; returns the seconds spent."""
-    steps = plan.scale.backbone_steps if run.name == "backbone" else plan.scale.steps
+    steps = plan.scale.steps_of(run)
     if run_finished(paths, run.name, steps):
         return 0.0
     run_dir = paths.run_dir(run.name)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from trainer.reproduce.plan import Plan, Run
 
-STEPS_PER_RUN = 769_800  # 600 epochs of Flickr2W at batch 16 (configs/q*.yaml)
-
 
 @dataclass(frozen=True)
 class PaperSetup:
@@ -115,12 +113,12 @@ def gpu_hours(plan: Plan, setup: PaperSetup) -> str:
     """GPU-hours of the plan's training from a measured step time, or how to get one."""
     if setup.step_time is None:
         return (
-            f"{len(plan.runs)} training runs × {STEPS_PER_RUN:,} iterations; no measured step "
+            f"{len(plan.runs)} training runs × {plan.scale.steps:,} iterations; no measured step "
             "time given: run `make gpu-check` (or benchmarks/train_step.py on one GPU) and pass "
             "--step-time SECONDS --gpus-per-job G"
         )
-    hours = len(plan.runs) * STEPS_PER_RUN * setup.step_time * setup.gpus_per_job / 3600
+    hours = len(plan.runs) * plan.scale.steps * setup.step_time * setup.gpus_per_job / 3600
     return (
-        f"{len(plan.runs)} training runs × {STEPS_PER_RUN:,} iterations × {setup.step_time} s × "
+        f"{len(plan.runs)} training runs × {plan.scale.steps:,} iterations × {setup.step_time} s × "
         f"{setup.gpus_per_job} GPUs = {hours:,.0f} GPU-hours (measured step time)"
     )

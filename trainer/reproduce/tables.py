@@ -13,8 +13,9 @@ import json
 import math
 from pathlib import Path
 
+from jicd.errors import UserError
 from jicd.evaluation.curves import Curve, bd_rate
-from jicd.evaluation.report import REFERENCE_DIR, plot_level
+from jicd.evaluation.report import REFERENCE_DIR, load_reference, load_results, plot_level
 from jicd.metrics import ms_ssim_db
 from jicd.models import build_model
 from trainer.reproduce.plan import ABLATION_ROWS, Plan, ablation_run, variant_name
@@ -256,24 +257,16 @@ def fig6(plan: Plan, results: Path, sets: list[str], out: Path) -> tuple[str, di
 
 
 def _folder_curves(folder: Path, set_name: str, level: int) -> list[Curve]:
-    """Every curve (all its points) that ``jicd evaluate`` wrote into ``folder``."""
-    found = []
-    for path in sorted(folder.glob(f"*-{set_name}-level{level}.json")):
-        payload = json.loads(path.read_text())
-        res = payload["results"]
-        key = "psnr" if "psnr" in res else "psnr-rgb"
-        ms_ssim = _ms_ssim(res.get("ms-ssim-rgb", [None]))
-        found.append(Curve(payload["name"], res["bpp"], res[key], ms_ssim, metric=key))
-    return found
+    """Every curve (all its points) that ``jicd evaluate`` wrote into ``folder`` (none yet: [])."""
+    try:
+        return load_results(folder).get((set_name, level), [])
+    except UserError:  # the evaluation has not run (no folder, no results in it)
+        return []
 
 
 def _published_curves(set_name: str, level: int) -> list[Curve]:
-    curves = []
-    for stem in ("baseline_eccv22", "jicdcls_released"):
-        payload = json.loads((REFERENCE_DIR / f"{stem}.json").read_text())
-        points = payload.get(set_name, {}).get(str(level))
-        if points:
-            ms_ssim = points.get("ms-ssim") or points.get("ms_ssim")
-            curves.append(Curve(stem, points["bpp"], points["psnr"], ms_ssim, measured=False,
-                                metric="psnr"))  # fmt: skip
-    return curves
+    found = (
+        load_reference(REFERENCE_DIR / f"{stem}.json").get((set_name, level))
+        for stem in ("baseline_eccv22", "jicdcls_released")
+    )
+    return [curve for curve in found if curve is not None]
