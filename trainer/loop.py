@@ -85,6 +85,7 @@ class Trainer:
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
         self.step, self.skipped, self.stop_requested = 0, 0, False
+        self.signal_received = False  # this rank got SIGTERM/SIGUSR1 (stop_requested: all agree)
         self.best: dict[str, float] = {}  # {"val_rd_loss", "step"} of export/best.pt
 
     # ----------------------------------------------------------------------------- state
@@ -148,7 +149,9 @@ class Trainer:
             total = total * float("nan")
         bad = not bool(torch.isfinite(total)) or float(terms["loss"].detach()) > self.loss_cap
         # One all-reduce: skip if any rank saw a bad loss, stop if any rank got a signal.
-        skip, stop = D.any_rank(bad, self.stop_requested)
+        # The loop only reads the agreed flag: a signal landing between this all-reduce and the
+        # loop test must not end one rank a step before the others (mismatched collectives).
+        skip, stop = D.any_rank(bad, self.signal_received)
         self.stop_requested = stop
         grad_norm = float("nan")
         if skip:
@@ -238,7 +241,7 @@ class Trainer:
 
         def request_stop(signum: int, _frame: Any) -> None:
             log.warning("signal %d received: checkpointing after this step", signum)
-            self.stop_requested = True
+            self.signal_received = True  # all ranks agree on the stop in the next all-reduce
 
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, request_stop)
