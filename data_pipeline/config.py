@@ -52,12 +52,14 @@ class DataConfig:
     """Training images per rank and step."""
     val_batch_size: int = 8
     """Validation images per rank and step."""
-    num_threads: int = 4
-    """DALI CPU threads per rank."""
+    num_threads: int | None = None
+    """DALI CPU threads per rank; None: sized from this rank's cores
+    (:func:`loader_parallelism`)."""
     prefetch: int = 2
     """Batches prepared ahead (DALI queue depth, torch prefetch_factor)."""
-    num_workers: int = 2
-    """Torch backend: DataLoader worker processes per rank (0 = in the main process)."""
+    num_workers: int | None = None
+    """Torch backend: DataLoader worker processes per rank (0 = in the main process); None: sized
+    from this rank's cores (:func:`loader_parallelism`)."""
     shuffle_buffer: int = 1024
     """DALI backend: reader shuffle buffer (samples)."""
     seed: int | None = None
@@ -80,6 +82,38 @@ class DataConfig:
             raise UserError("data.patch_size and the batch sizes must be >= 1")
         if not 0.0 <= self.max_bad_fraction <= 1.0 or self.max_bad_in_a_row < 0:
             raise UserError("data.max_bad_fraction must be in [0, 1], data.max_bad_in_a_row >= 0")
+        if (self.num_workers is not None and self.num_workers < 0) or (
+            self.num_threads is not None and self.num_threads < 1
+        ):
+            raise UserError("data.num_workers must be >= 0 and data.num_threads >= 1")
+
+    def workers(self) -> int:
+        """``num_workers``, sized from this rank's cores when unset."""
+        return self.num_workers if self.num_workers is not None else loader_parallelism()
+
+    def threads(self) -> int:
+        """``num_threads``, sized from this rank's cores when unset."""
+        return self.num_threads if self.num_threads is not None else loader_parallelism()
+
+
+MAX_LOADER_PARALLELISM = 16
+
+
+def loader_parallelism(cores: int | None = None) -> int:
+    """Loader workers (torch) or threads (DALI) for one rank: its cores less one for the
+    training process itself, at least 1, at most 16.
+
+    Measured on one H200 with 16 cores (N = 128, batch 16, torch loader): 2 workers left the
+    GPU waiting for data 62 % of the time, 8 workers 3.6 %.
+
+    Args:
+        cores: this rank's cores; None: :func:`jicd.distributed.cpus_per_local_rank`.
+    """
+    if cores is None:
+        from jicd.distributed import cpus_per_local_rank
+
+        cores = cpus_per_local_rank()
+    return max(1, min(cores - 1, MAX_LOADER_PARALLELISM))
 
 
 def resolve_backend(backend: str) -> str:

@@ -224,7 +224,7 @@ class DaliTrainLoader:
             self.cfg,
             decoder=self.decoder,
             batch_size=self.cfg.batch_size_per_gpu,
-            num_threads=self.cfg.num_threads,
+            num_threads=self.cfg.threads(),
             device_id=self._device_id(),
             seed=self.pipeline_seed,
             prefetch_queue_depth=self.cfg.prefetch,
@@ -304,7 +304,7 @@ class DaliTrainLoader:
         "nvImageCodec failure"): decode every sample still in use with PIL to find it."""
         log.warning("DALI decoding failed (%s) without naming the sample: scanning", message)
         candidates = [loc for key, loc in self._locations.items() if key not in self.excluded]
-        found = find_undecodable(candidates, self.cfg.num_threads)
+        found = find_undecodable(candidates, self.cfg.threads())
         if not found:
             raise exc  # nothing undecodable: a real pipeline error, not a bad sample
         return [bad_sample("train", loc, f"DALI: {message}; PIL: {why}") for loc, why in found]

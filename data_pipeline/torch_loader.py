@@ -229,8 +229,9 @@ def _collate_train(samples: list[tuple]) -> dict[str, Any]:
 
 
 def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
-    if cfg.num_workers > 0:
+    workers = cfg.workers()
+    kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
         kwargs["prefetch_factor"] = cfg.prefetch
     return kwargs
 

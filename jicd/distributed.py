@@ -8,6 +8,7 @@ same code path (collectives included) runs with and without ``torchrun``.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,6 +167,39 @@ def local_world_size() -> int:
     return get_local_rank() + 1  # a launcher without it: check this rank's own index only
 
 
+def cpus_available() -> int:
+    """Cores this process may use: its CPU affinity (Slurm and container cpusets restrict it),
+    bounded by a cgroup CPU quota and by ``$SLURM_CPUS_PER_TASK`` when set; at least 1."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limits = [count or 1, _cgroup_cpu_quota()]
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        limits.append(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    return max(1, min(limit for limit in limits if limit))
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole cores allowed by a cgroup CPU quota (v2 ``cpu.max``, v1 ``cfs_quota_us``), or None."""
+    for path, period_path in (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            fields = Path(path).read_text().split()
+            if period_path is not None:
+                fields.append(Path(period_path).read_text().strip())
+        except OSError:
+            continue
+        if len(fields) == 2 and fields[0].lstrip("-").isdigit() and int(fields[0]) > 0:
+            return max(1, -(-int(fields[0]) // int(fields[1])))  # ceil(quota / period)
+    return None
+
+
+def cpus_per_local_rank() -> int:
+    """This rank's share of :func:`cpus_available` (torchrun does not pin its workers, so the
+    node's processes share the cores); at least 1."""
+    return max(1, cpus_available() // local_world_size())
+
+
 def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> DistInfo:
     """Initialise the process group (one process when not under torchrun) and pick the device.
 
@@ -211,6 +246,25 @@ def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     _INFO = None
+
+
+EXIT_REPORT_ENV = "JICD_EXIT_REPORT_DIR"
+
+
+def report_clean_exit(step: int) -> None:
+    """Tell the launcher that this worker ended cleanly at ``step`` (its checkpoint written).
+
+    ``launch/train_multinode.sh`` sets ``$JICD_EXIT_REPORT_DIR``: after a stop signal, torchrun
+    itself exits non-zero even when its workers stopped cleanly, so the launcher counts these
+    reports (one per local rank) instead. Nothing happens without the variable.
+    """
+    folder = os.environ.get(EXIT_REPORT_ENV)
+    if not folder:
+        return
+    path = Path(folder) / f"worker-{get_local_rank()}.json"
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"step": step, "rank": int(os.environ.get("RANK", "0"))}))
+    os.replace(partial, path)  # the launcher counts only complete reports
 
 
 def get_rank() -> int:

@@ -61,10 +61,25 @@ class Context:
         if self.gpus < count:
             raise Skip(f"needs {count} GPU(s), torch sees {self.gpus}")
 
+    def need_dali(self) -> None:
+        """SKIP (not FAIL) where DALI is absent: ``data.backend=auto`` then uses the torch loader,
+        which is a supported configuration, so its absence is no defect."""
+        if not dali_installed():
+            raise Skip(DALI_MISSING)
+
     def folder(self, name: str) -> Path:
         path = self.out / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+DALI_MISSING = "DALI not installed (torch loader in use)"
+
+
+def dali_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nvidia.dali") is not None
 
 
 def photo(side: int, seed: int, mode: str = "RGB") -> Image.Image:
@@ -105,9 +120,7 @@ def last_line(text: str) -> str:
 
 # ------------------------------------------------------------------------- CPU-capable lines
 def check_environment(ctx: Context) -> str:
-    """Versions of everything the GPU paths depend on."""
-    import nvidia.dali
-
+    """Versions of everything the GPU paths depend on (DALI's absence is reported, not failed)."""
     parts = [f"torch {torch.__version__} (CUDA {torch.version.cuda})"]
     smi = D.nvidia_smi_gpus()
     if smi:
@@ -117,7 +130,12 @@ def check_environment(ctx: Context) -> str:
         parts.append("no nvidia-smi")
     if torch.cuda.is_available():
         parts.append("NCCL " + ".".join(map(str, torch.cuda.nccl.version())))
-    parts.append(f"DALI {nvidia.dali.__version__}")
+    if dali_installed():
+        import nvidia.dali
+
+        parts.append(f"DALI {nvidia.dali.__version__}")
+    else:
+        parts.append(DALI_MISSING)
     return ", ".join(parts)
 
 

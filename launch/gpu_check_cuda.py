@@ -74,6 +74,7 @@ def check_dali_mixed(ctx: Context) -> str:
     """nvJPEG/nvJPEG2000 decoding on the GPU: shapes, range, keys, pixels vs PIL, held batches."""
     from data_pipeline.loaders import build_train_loader
 
+    ctx.need_dali()
     info = group(ctx)
     kinds = ("jpg", "grey", "png", "rgba", "jp2")
     side = 128
@@ -107,6 +108,7 @@ def check_dali_resume(ctx: Context) -> str:
     """A mixed-pipeline state restored mid-epoch gives the same next batches across the boundary."""
     from data_pipeline.loaders import build_train_loader
 
+    ctx.need_dali()
     info = group(ctx)
     root = shards(ctx, "resume", 10, 96, ("jpg", "png"))
     cfg = data_config(root, 64, 2)

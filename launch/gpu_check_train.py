@@ -143,7 +143,39 @@ def check_multinode_usr1(ctx: Context) -> str:
     return f"stopped at step {step}, checkpoint {latest}, launcher exit {status}"
 
 
+MAX_DATA_WAIT = 0.10  # above this the loader, not the GPU, sets the pace: a FAIL
+WARM_UP_STEPS = 10
+
+
+def paper_scale_figures(rows: list[dict], batch: int) -> dict[str, float]:
+    """Step time, throughput, data-wait and loss of a paper-scale run's train log rows.
+
+    Raises:
+        AssertionError: a step was skipped (its time would be that of a step that did
+            nothing), no step was timed, or the GPU waited on data more than 10 % of the time.
+    """
+    train = [r for r in rows if r["split"] == "train"]
+    skipped = train[-1]["skipped_total"] if train else 0
+    losses = ", ".join(f"{r['loss']:.4g}" for r in train)
+    assert train and skipped == 0, (
+        f"{skipped:.0f} of {train[-1]['step'] if train else 0} steps skipped (losses seen: "
+        f"{losses}): the time would be of steps that did nothing"
+    )
+    timed = [r for r in train if r["step"] > WARM_UP_STEPS]
+    assert timed, f"no step after the {WARM_UP_STEPS} warm-up steps was logged"
+    images = sum(r["images_per_s"] for r in timed) / len(timed)
+    wait = sum(r["data_wait_fraction"] for r in timed) / len(timed)
+    assert wait <= MAX_DATA_WAIT, (
+        f"the GPU waited on data {wait:.0%} of the time (> {MAX_DATA_WAIT:.0%}): raise "
+        "data.num_workers (torch loader) or data.num_threads (DALI), or give each rank more cores"
+    )
+    return {"step_s": batch / images, "images_s": images, "wait": wait, "loss": timed[-1]["loss"]}
+
+
 def paper_scale_step(ctx: Context, channels: int) -> dict[str, float]:
+    """The trainer at paper scale from scratch (``train.init_from=none``): the loss cap applies
+    once the loss has fallen below it (``train.loss_cap_from=first_below``), so every timed
+    step is a real optimizer step — and a skipped one fails the line."""
     from trainer.config import load_config, resolve_config
     from trainer.loop import Trainer
 
@@ -155,20 +187,14 @@ def paper_scale_step(ctx: Context, channels: int) -> dict[str, float]:
         f"data.shards={root}", f"train.run_dir={run_dir}", "train.steps=30", "train.val_every=0",
         "logging.log_every=10", "logging.progress_bar=false", "logging.tensorboard=false",
         "checkpoint.every=1000000", "checkpoint.export=false", "train.init_from=none",
-        f"model.channels={channels}", "data.num_threads=8",
+        f"model.channels={channels}",
     ])  # fmt: skip
     resolve_config(cfg, info.world_size)
     torch.cuda.reset_peak_memory_stats()
     Trainer(cfg, info).fit()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timed = [r for r in rows if r["split"] == "train" and r["step"] > 10]  # after warm-up
-    images = sum(r["images_per_s"] for r in timed) / len(timed)
-    return {
-        "step_s": cfg.data.batch_size_per_gpu / images,
-        "images_s": images,
-        "wait": sum(r["data_wait_fraction"] for r in timed) / len(timed),
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-    }
+    figures = paper_scale_figures(rows, cfg.data.batch_size_per_gpu)
+    return figures | {"peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def check_paper_scale(ctx: Context) -> str:
@@ -180,7 +206,12 @@ def check_paper_scale(ctx: Context) -> str:
         hours[channels] = ITERATIONS_PER_QUALITY * m["step_s"] / 3600
         figures.append(
             f"N={channels}: {m['step_s']:.3f} s/step, {m['images_s']:.0f} img/s, "
-            f"wait {m['wait']:.0%}, peak {m['peak_gib']:.1f} GiB, {hours[channels]:.0f} GPU-h/q"
+            f"wait {m['wait']:.0%}, loss {m['loss']:.3g}, peak {m['peak_gib']:.1f} GiB, "
+            f"{hours[channels]:.0f} GPU-h/q"
         )
     total = 3 * hours[128] + 3 * hours[192]
-    return "; ".join(figures) + f"; 6 qualities: {total:.0f} GPU-hours on this GPU type"
+    return (
+        "from scratch, 0 skipped; "
+        + "; ".join(figures)
+        + f"; 6 qualities: {total:.0f} GPU-hours on this GPU type"
+    )

@@ -22,6 +22,10 @@
 #                        versions with --shutdown-timeout; older ones allow 30 s after SIGTERM)
 # Arguments are passed to launch/train.py (--config FILE and key=value overrides); train.run_dir
 # must be on storage shared by all nodes.
+#
+# Exit status: 0 when training finished, and 0 after a stop signal (SIGUSR1, SIGTERM, SIGINT,
+# SIGHUP sent to this script) when every worker of this node then checkpointed and exited 0;
+# otherwise torchrun's status (non-zero).
 set -euo pipefail
 
 gpu_count() {
@@ -61,20 +65,38 @@ args=(
     "${signal_flags[@]}"
     "${repo_root}/launch/train.py" "$@"
 )
+# torchrun stays a child of this shell. A torchrun that forwards signals itself (>= 2.9) exits 1
+# with a SignalException after forwarding one, even when every worker checkpointed and exited 0;
+# an older one does not forward SIGUSR1 at all, so this shell hands it to the workers. Either way
+# the exit status is decided below from what the workers report, not from torchrun's status.
+forwards_usr1=0
 if torchrun_forwards_usr1 "${help_text}"; then
-    exec "${torchrun}" "${args[@]}"
+    forwards_usr1=1
+else
+    echo "train_multinode.sh: ${torchrun} has no --signals-to-handle; forwarding SIGUSR1 itself" >&2
 fi
+# Each worker that ends cleanly (checkpoint written) leaves worker-<local rank>.json here.
+JICD_EXIT_REPORT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/jicd-exit.XXXXXX")"
+export JICD_EXIT_REPORT_DIR
+trap 'rm -rf "${JICD_EXIT_REPORT_DIR}"' EXIT
+stop_signal=""
 
-# An older torchrun: it stays a child of this shell, which hands SIGUSR1 to the workers itself
-# (they checkpoint and exit 0, so torchrun then exits 0 too) and passes the signals torchrun
-# does forward (TERM, INT, HUP) on to it. Workers get torchrun's fixed 30 s after TERM.
-echo "train_multinode.sh: ${torchrun} has no --signals-to-handle; forwarding SIGUSR1 itself" >&2
+# shellcheck disable=SC2317,SC2329  # called by the traps below
+on_signal() {
+    stop_signal="$1"
+    if [[ "$1" == USR1 && "${forwards_usr1}" -eq 0 ]]; then
+        signal_children USR1 "${torchrun_pid}"
+    else
+        kill "-$1" "${torchrun_pid}" 2>/dev/null || true
+    fi
+}
+
 "${torchrun}" "${args[@]}" &
 torchrun_pid=$!
-trap 'signal_children USR1 "${torchrun_pid}"' USR1
-trap 'kill -TERM "${torchrun_pid}" 2>/dev/null || true' TERM
-trap 'kill -INT "${torchrun_pid}" 2>/dev/null || true' INT
-trap 'kill -HUP "${torchrun_pid}" 2>/dev/null || true' HUP
+for sig in USR1 TERM INT HUP; do
+    # shellcheck disable=SC2064  # expand ${sig} now: one trap per signal
+    trap "on_signal ${sig}" "${sig}"
+done
 # `wait` returns early (128 + signal) whenever a trapped signal arrives: wait until torchrun has
 # exited, then ask once more, which gives torchrun's own exit status.
 while kill -0 "${torchrun_pid}" 2>/dev/null; do
@@ -82,4 +104,15 @@ while kill -0 "${torchrun_pid}" 2>/dev/null; do
 done
 status=0
 wait "${torchrun_pid}" || status=$?
+
+clean_workers=$(find "${JICD_EXIT_REPORT_DIR}" -name 'worker-*.json' | wc -l)
+if [[ "${status}" -ne 0 && -n "${stop_signal}" && "${clean_workers}" -eq "${nproc_per_node}" ]]; then
+    echo "train_multinode.sh: stopped by SIG${stop_signal}: all ${nproc_per_node} worker(s) of" \
+        "this node checkpointed and exited 0 (torchrun's own status ${status} ignored)" >&2
+    exit 0
+fi
+if [[ -n "${stop_signal}" && "${status}" -ne 0 ]]; then
+    echo "train_multinode.sh: stopped by SIG${stop_signal}, but only ${clean_workers} of" \
+        "${nproc_per_node} worker(s) checkpointed and exited cleanly: exit ${status}" >&2
+fi
 exit "${status}"

@@ -8,11 +8,13 @@ loaders, …) so no component sees the whole tree.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from data_pipeline.config import DataConfig
+from data_pipeline.config import DataConfig, loader_parallelism
+from jicd import distributed as D
 from jicd.config import (
     ConfigError,
     deep_merge,
@@ -40,6 +42,7 @@ __all__ = [
     "resolve_config",
     "to_yaml",
 ]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +61,14 @@ class TrainConfig:
     global / world size. None keeps ``data.batch_size_per_gpu`` as given."""
     loss_cap: float | None = None
     """Skip a step whose loss exceeds this (None: 100 for q1–q3, 1000 for q4–q6, as the paper)."""
+    loss_cap_from: Literal["start", "first_below"] | None = None
+    """When the cap starts to apply: ``start`` (from the first step, the paper's fine-tune from
+    pretrained weights) or ``first_below`` (once the loss has first fallen below it on every
+    rank: a model trained from scratch starts above the cap, ≈ 130 at N = 128). None: ``start``
+    when ``init_from`` names a file, else ``first_below`` (``trainer.skipping``)."""
+    max_skipped_in_a_row: int = 100
+    """Stop with an error after this many skipped steps in a row: such a run cannot make
+    progress (0: never stop)."""
     val_every: int = 5000
     """Steps between validations (0 disables validation)."""
     init_from: str | None = None
@@ -91,8 +102,10 @@ class TrainConfig:
     saved ``config.yaml`` (by default such a resume is refused, naming the keys)."""
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.val_every < 0:
-            raise UserError("train.steps and train.val_every must be >= 0")
+        if self.steps < 0 or self.val_every < 0 or self.max_skipped_in_a_row < 0:
+            raise UserError(
+                "train.steps, train.val_every and train.max_skipped_in_a_row must be >= 0"
+            )
 
     def init_path(self) -> str | None:
         """The file to fine-tune from; None for no ``init_from`` or ``init_from=none``."""
@@ -144,7 +157,8 @@ def resolve_config(cfg: Config, world_size: int) -> Config:
 
     * ``data.batch_size_per_gpu`` = ``train.global_batch_size`` / world size (NT-Xent needs
       equal batches on every rank);
-    * ``loss.lmbda`` = the quality's λ_d when unset; ``train.loss_cap`` = the paper's cap;
+    * ``loss.lmbda`` = the quality's λ_d when unset; ``train.loss_cap`` = the paper's cap,
+      applied from the start when fine-tuning, from the first step below it when not;
     * ``data.seed`` = ``train.seed`` when unset;
     * ``loss.normalize`` = true for the paper's head, false for the authors'.
 
@@ -167,11 +181,30 @@ def resolve_config(cfg: Config, world_size: int) -> Config:
         )
     if cfg.train.loss_cap is None:
         cfg.train.loss_cap = default_loss_cap(cfg.model.quality)
+    if cfg.train.loss_cap_from is None:
+        cfg.train.loss_cap_from = "start" if cfg.train.init_path() else "first_below"
     if cfg.data.seed is None:
         cfg.data.seed = cfg.train.seed
+    resolve_loader_parallelism(cfg.data)
     check_init_from(cfg)
     resolve_contrastive(cfg)
     return cfg
+
+
+def resolve_loader_parallelism(data: DataConfig) -> None:
+    """Size unset ``data.num_workers`` / ``data.num_threads`` from this rank's cores, and say so
+    (a starved GPU is otherwise invisible until the data-wait fraction is read)."""
+    if data.num_workers is not None and data.num_threads is not None:
+        return
+    cores = D.cpus_per_local_rank()
+    chosen = loader_parallelism(cores)
+    data.num_workers = chosen if data.num_workers is None else data.num_workers
+    data.num_threads = chosen if data.num_threads is None else data.num_threads
+    log.info(
+        "data loading: %d core(s) for this rank -> data.num_workers=%d (torch), "
+        "data.num_threads=%d (DALI); set them to override",
+        cores, data.num_workers, data.num_threads,
+    )  # fmt: skip
 
 
 def check_init_from(cfg: Config) -> None:

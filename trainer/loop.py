@@ -30,6 +30,7 @@ from trainer.engine import autocast_context, build_engine
 from trainer.logger import build_logger
 from trainer.losses import JointLoss
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.skipping import StepGuard
 from trainer.validation import validate
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class Trainer:
         self.cfg, self.info, self.device = cfg, info, info.device
         # cfg is resolved (trainer.config.resolve_config): every derived value is filled in.
         self.run_dir = Path(cfg.train.run_dir)
-        self.lmbda, self.loss_cap = cfg.loss.lmbda, cfg.train.loss_cap
+        self.lmbda = cfg.loss.lmbda
+        train = cfg.train
+        self.guard = StepGuard(train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row)
         D.seed_all(cfg.train.seed + info.rank)
         model = build_model_from_config(cfg.model)
         if cfg.train.init_path():
@@ -84,7 +87,7 @@ class Trainer:
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
-        self.step, self.skipped, self.stop_requested = 0, 0, False
+        self.step, self.stop_requested = 0, False
         self.signal_received = False  # this rank got SIGTERM/SIGUSR1 (stop_requested: all agree)
         self.best: dict[str, float] = {}  # {"val_rd_loss", "step"} of export/best.pt
 
@@ -92,7 +95,8 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "skipped": self.skipped,
+            "skipped": self.guard.skipped,  # also in "guard"; kept for older readers
+            "guard": self.guard.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "best": self.best,
         }
@@ -110,7 +114,8 @@ class Trainer:
         if tag is None:
             return
         trainer_state, rank_state = self.checkpointer.load(tag, self.engine)
-        self.step, self.skipped = trainer_state["step"], trainer_state["skipped"]
+        self.step = trainer_state["step"]
+        self.guard.load_state_dict(trainer_state.get("guard", trainer_state))
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.best = trainer_state.get("best", {})  # absent in checkpoints from before best.pt
         self.train_loader.load_state_dict(rank_state["loader"])
@@ -147,16 +152,22 @@ class Trainer:
             and D.get_rank() == D.get_world_size() - 1
         ):
             total = total * float("nan")
-        bad = not bool(torch.isfinite(total)) or float(terms["loss"].detach()) > self.loss_cap
-        # One all-reduce: skip if any rank saw a bad loss, stop if any rank got a signal.
-        # The loop only reads the agreed flag: a signal landing between this all-reduce and the
-        # loop test must not end one rank a step before the others (mismatched collectives).
-        skip, stop = D.any_rank(bad, self.signal_received)
+        loss = float(terms["loss"].detach())
+        # One all-reduce: the flags of every rank, combined. The loop only reads the agreed stop
+        # flag: a signal landing between this all-reduce and the loop test must not end one rank
+        # a step before the others (mismatched collectives).
+        nonfinite, above_cap, stop = D.any_rank(
+            not bool(torch.isfinite(total)), loss > self.guard.cap, self.signal_received
+        )
         self.stop_requested = stop
+        skip = self.guard.decide(nonfinite, above_cap).skip
         grad_norm = float("nan")
         if skip:
-            self.skipped += 1
-            log.warning("step %d skipped on all ranks (non-finite or capped loss)", self.step)
+            log.warning(
+                "step %d skipped on all ranks (%s)", self.step,
+                "non-finite loss" if nonfinite else f"loss above train.loss_cap={self.guard.cap:g}",
+            )  # fmt: skip
+            self.guard.check_progress(loss)
         else:
             grad_norm = self.engine.step(total)
         self.scheduler.step()
@@ -186,7 +197,7 @@ class Trainer:
         if progress is not None:
             progress.close()
         self.logger.close()
-        log.info("stopped at step %d (%d skipped)", self.step, self.skipped)
+        log.info("stopped at step %d (%d skipped)", self.step, self.guard.skipped)
 
     def _after_step(self, window: _Window, progress: Any) -> None:
         cfg = self.cfg
@@ -201,7 +212,7 @@ class Trainer:
         means = window.mean_over_ranks(self.device)
         means["lr"] = self.scheduler.get_last_lr()[0]
         means["aux_lr"] = self.scheduler.get_last_lr()[-1]
-        means["skipped_total"] = float(self.skipped)
+        means["skipped_total"] = float(self.guard.skipped)
         self.logger.log_scalars(self.step, "train", means)
         if progress is not None:
             progress.n = self.step

@@ -101,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
         prepare_run_dir(cfg)
         from trainer.loop import Trainer  # heavy imports (DeepSpeed, DALI) after arg checks
 
-        Trainer(cfg, info).fit()
-        return 0
+        trainer = Trainer(cfg, info)
+        trainer.fit()
     finally:
         D.cleanup()
         # Interpreter shutdown would otherwise spend 5-10 s collecting DeepSpeed/DALI objects.
         gc.freeze()
+    D.report_clean_exit(trainer.step)  # the checkpoint of that step is written
+    return 0
 
 
 @record

@@ -122,8 +122,12 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
-        peak = self.mlp(F.adaptive_max_pool2d(x, 1))
+        # mean/amax over the spatial dims, not adaptive_{avg,max}_pool2d(x, 1): the same values
+        # (adaptive average pooling to 1x1 *is* a mean; a maximum does not depend on the order),
+        # but AdaptiveMaxPool2d's CUDA backward has no deterministic kernel and would make
+        # train.deterministic=true raise (tests/library/test_deterministic_ops.py).
+        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
+        peak = self.mlp(x.amax(dim=(2, 3), keepdim=True))
         return x * torch.sigmoid(avg + peak)
 
 

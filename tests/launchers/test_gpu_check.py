@@ -30,10 +30,14 @@ GPU_LINES = (
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU behaviour of the check")
 
 
-def gpu_check(out: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
+def gpu_check(
+    out: Path, *args: str, path: str | None = None, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, PY=sys.executable)
     if path is not None:
         env["PATH"] = path
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
         ["bash", str(ROOT / "launch" / "gpu_check.sh"), "--out", str(out), *args],
         capture_output=True, text=True, timeout=300, env=env,
@@ -72,3 +76,40 @@ def test_gpu_that_torch_cannot_use_is_a_fail(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr[-2000:]
     assert table_rows(done.stdout) == {"GPU visible to torch": "FAIL"}
     assert "nvidia-smi lists 1 GPU(s) but torch" in done.stdout
+
+
+def test_without_dali_the_dali_lines_skip_with_the_reason(tmp_path: Path) -> None:
+    # A regular package named "nvidia" first on the path hides the installed nvidia.dali (and
+    # nothing else: torch finds its CUDA libraries by file path, not by import).
+    shadow = tmp_path / "no-dali"
+    (shadow / "nvidia").mkdir(parents=True)
+    (shadow / "nvidia" / "__init__.py").write_text("")
+    done = gpu_check(tmp_path / "out", "--only", "environment", "DALI", pythonpath=shadow)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    rows = table_rows(done.stdout)
+    assert rows == {
+        "environment": "PASS",
+        "DALI mixed loader (5 formats)": "SKIP",
+        "DALI resume on GPU across an epoch": "SKIP",
+    }, done.stdout
+    assert done.stdout.count("DALI not installed (torch loader in use)") == 3
+
+
+def paper_rows(skipped: int = 0, wait: float = 0.02) -> list[dict]:
+    return [
+        {"split": "train", "step": step, "loss": 130.0 - step, "skipped_total": skipped,
+         "images_per_s": 200.0, "data_wait_fraction": wait}
+        for step in (10, 20, 30)
+    ]  # fmt: skip
+
+
+def test_the_paper_scale_line_judges_what_it_timed() -> None:
+    sys.path.insert(0, str(ROOT / "launch"))
+    from gpu_check_train import paper_scale_figures
+
+    figures = paper_scale_figures(paper_rows(), batch=16)
+    assert figures == {"step_s": 0.08, "images_s": 200.0, "wait": 0.02, "loss": 100.0}
+    with pytest.raises(AssertionError, match=r"30 of 30 steps skipped \(losses seen: 120, 110"):
+        paper_scale_figures(paper_rows(skipped=30), batch=16)
+    with pytest.raises(AssertionError, match="waited on data 62% .*data.num_workers"):
+        paper_scale_figures(paper_rows(wait=0.62), batch=16)

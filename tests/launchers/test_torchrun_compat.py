@@ -108,3 +108,98 @@ def test_old_torchrun_gets_usr1_forwarded_by_the_launcher(tmp_path: Path) -> Non
     args = (tmp_path / "args").read_text()
     assert "--rdzv-backend=c10d" in args and "--signals-to-handle" not in args
     assert "forwarding SIGUSR1 itself" in launcher.stderr.read()
+
+
+# --------------------------------------------------------------- the launcher's exit status
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_stop_signal_with_this_torchrun_checkpoints_and_exits_0(tmp_path: Path) -> None:
+    # torchrun >= 2.9 forwards SIGUSR1 to the workers, which checkpoint and exit 0, and then
+    # exits 1 itself (SignalException): the launcher must report the clean stop as 0.
+    from train_harness import SMOKE, child_env, make_shards, metrics
+
+    shards, run_dir = make_shards(tmp_path), tmp_path / "run"
+    env = {**child_env(), "NPROC_PER_NODE": "1", "TORCHRUN": str(TORCHRUN)}
+    env["MASTER_PORT"] = str(29_000 + os.getpid() % 1000)  # a rendezvous that retries its bind
+    launcher = subprocess.Popen(
+        ["bash", str(ROOT / "launch" / "train_multinode.sh"), "--config", str(SMOKE),
+         f"data.shards={shards}", f"train.run_dir={run_dir}", "train.steps=100000",
+         "train.val_every=0", "checkpoint.every=100000", "logging.tensorboard=false"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run_dir / "metrics.jsonl").is_file() and metrics(run_dir)):
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no training step was logged"
+            time.sleep(0.5)
+        launcher.send_signal(signal.SIGUSR1)
+        status = launcher.wait(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    stderr = launcher.stderr.read()
+    assert status == 0, stderr[-3000:]
+    assert "all 1 worker(s) of this node checkpointed and exited 0" in stderr
+    step = metrics(run_dir)[-1]["step"]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step_{step:08d}"
+
+
+NEW_TORCHRUN = """#!/usr/bin/env bash
+# torch >= 2.9's torchrun, as far as the launcher can tell: it forwards SIGUSR1 to its worker and
+# then exits 1 (SignalException), whatever the worker did.
+if [[ "$1" == "--help" ]]; then cat "{help}"; exit 0; fi
+"{python}" "{out}/worker.py" &
+worker=$!
+trap 'kill -USR1 $worker; wait $worker; exit 1' USR1
+wait $worker
+"""
+
+CRASHING_WORKER = """import os, signal, sys, time
+def stop(signum, frame):
+    os._exit(1)  # dies before its checkpoint: no exit report
+signal.signal(signal.SIGUSR1, stop)
+open(os.path.join({out!r}, "ready"), "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", ["clean", "crashing"])
+def test_the_exit_status_after_a_stop_follows_the_workers(tmp_path: Path, worker: str) -> None:
+    fake = tmp_path / "torchrun"
+    fake.write_text(
+        NEW_TORCHRUN.format(help=FIXTURES / "torchrun_help_2.9.txt", out=tmp_path,
+                            python=sys.executable)
+    )  # fmt: skip
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    # The clean worker reports as launch/train.py does after its checkpoint.
+    clean = WORKER.replace(
+        'open(os.path.join({out!r}, "got_usr1"), "w").write("checkpointed")',
+        "from jicd.distributed import report_clean_exit; report_clean_exit(7)",
+    )
+    (tmp_path / "worker.py").write_text((clean if worker == "clean" else CRASHING_WORKER).format(
+        out=str(tmp_path)
+    ))  # fmt: skip
+    env = dict(os.environ, TORCHRUN=str(fake), NPROC_PER_NODE="1", PYTHONPATH=str(ROOT))
+    launcher = subprocess.Popen(
+        ["bash", str(ROOT / "launch" / "train_multinode.sh"), "--config", "x.yaml"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "ready").exists():
+            assert launcher.poll() is None, launcher.stderr.read()
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        launcher.send_signal(signal.SIGUSR1)
+        status = launcher.wait(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    stderr = launcher.stderr.read()
+    if worker == "clean":
+        assert status == 0, stderr
+    else:
+        assert status == 1 and "only 0 of 1 worker(s) checkpointed" in stderr, (status, stderr)

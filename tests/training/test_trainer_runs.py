@@ -16,6 +16,7 @@ from train_harness import (
     exported_state,
     make_shards,
     metrics,
+    run_failing,
     run_training,
     train_command,
 )
@@ -54,6 +55,41 @@ def test_single_process_training_reduces_the_validation_loss(tmp_path: Path, sha
     assert [v["step"] for v in val] == [4, 8, 12]
     assert val[-1]["rd_loss"] < 0.8 * val[0]["rd_loss"]
     assert val[-1]["psnr"] > val[0]["psnr"]
+
+
+FAST_LR = ["optim.lr=2e-3", "optim.warmup_steps=0", "optim.milestones=[]", "engine.kind=ddp"]
+
+
+def test_from_scratch_a_loss_above_the_cap_trains_until_it_falls_below(tmp_path, shards) -> None:
+    # The smoke model starts at a loss of ≈ 40 and falls below 20 within a few steps: with the
+    # paper's rule (cap applied from the first step) every step would be skipped.
+    run_dir = tmp_path / "run"
+    overrides = ["train.loss_cap=20", "train.steps=8", "train.val_every=0", *FAST_LR]
+    proc = run_training(0, run_dir, shards, overrides)
+    rows = metrics(run_dir)
+    assert rows[0]["loss"] > 20 and rows[-1]["loss"] < 20, [r["loss"] for r in rows]
+    assert sum(r["skipped"] for r in rows) == 0
+    assert "the cap applies now" in proc.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["loss_cap_from"] == (
+        "first_below"
+    )
+
+
+@pytest.mark.parametrize("cap_from", ["start", "first_below"])
+def test_a_run_that_skips_every_step_stops_with_one_line(tmp_path, shards, cap_from) -> None:
+    # "start": the cap is armed from step 1 and the loss never gets below it (the q1-q3 recipe
+    # from scratch before this rule); "first_below": a diverged run whose loss is non-finite.
+    overrides = ["train.steps=20", "train.val_every=0", "train.max_skipped_in_a_row=3", *FAST_LR]
+    overrides.append(f"train.loss_cap_from={cap_from}")
+    overrides.append("train.loss_cap=1" if cap_from == "start" else "optim.lr=1e30")
+    proc, errors = run_failing(0, tmp_path / "run", shards, overrides)
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert "3 steps in a row were skipped" in errors[0]
+    if cap_from == "start":
+        assert "above train.loss_cap=1" in errors[0] and "train.init_from" in errors[0]
+    else:
+        assert "not finite" in errors[0]
+    assert "Traceback" not in proc.stderr
 
 
 def test_init_from_a_compressai_checkpoint(tmp_path: Path, shards: Path) -> None:
