@@ -1,13 +1,13 @@
 # jicd — every target installs what it needs into .venv first (a fresh machine needs only python3).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # DeepSpeed JIT-builds a small C++ op at init; cache it inside the repo so later runs take seconds.
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast gpu-check lint format install clean
+.PHONY: demo test test-fast gpu-check lint format install clean wheelhouse install-offline
 
 demo: $(STAMP)  ## small CPU demo: shards from bundled photos -> 2-rank training -> real-bitstream eval
 	bash launch/demo.sh
@@ -30,6 +30,22 @@ format: $(STAMP)
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
 install: $(STAMP)
+
+# Air-gapped GPU nodes: build the wheelhouse where PyPI is reachable, install from it offline.
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEEL_PLATFORM ?= manylinux_2_34_x86_64
+EXCLUDE ?=
+wheelhouse:  ## every locked dependency as wheels for WHEEL_PYTHON/WHEEL_PLATFORM, minus EXCLUDE
+	$(PYTHON) launch/wheelhouse.py $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) \
+		--platform $(WHEEL_PLATFORM) --exclude $(EXCLUDE)
+
+install-offline:  ## .venv from WHEELHOUSE only (--no-index); sees the system's packages (torch)
+	test -f $(WHEELHOUSE)/requirements.txt || { echo "no $(WHEELHOUSE)/requirements.txt: run make wheelhouse"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELHOUSE) --no-deps -e .
+	touch $(STAMP)
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -153,12 +153,10 @@ def dp_worker(args: argparse.Namespace) -> None:
 
 
 def images_per_second(args: argparse.Namespace, nproc: int, shards: Path, tmp: Path) -> float:
-    from jicd.distributed import free_port
-
     out = tmp / f"dp{nproc}.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-        "--master-addr=127.0.0.1", f"--master-port={free_port()}", __file__,
+        "--standalone", __file__,
         f"--worker={shards},{out}", f"--channels={args.channels}", f"--batch={args.batch}",
         f"--patch={args.patch}", f"--dp-steps={args.dp_steps}",
     ]  # fmt: skip

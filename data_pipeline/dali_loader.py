@@ -309,6 +309,11 @@ class DaliTrainLoader:
             raise exc  # nothing undecodable: a real pipeline error, not a bad sample
         return [bad_sample("train", loc, f"DALI: {message}; PIL: {why}") for loc, why in found]
 
+    def close(self) -> None:
+        """Free the pipelines, which stops DALI's executor and prefetch threads now, not at
+        interpreter exit (where a thread still running races the process's teardown)."""
+        self._iterator = None  # a closed loader is not read again
+
     def exclude(self, keys: Iterable[str]) -> None:
         """Never read these samples again (call with the same keys on every rank): rebuilds the
         pipeline from the last good batch with indexes that leave them out."""

@@ -278,6 +278,10 @@ class TorchTrainLoader:
                 batch[name] = to_device_float(batch[name], self.device)
         return batch
 
+    def close(self) -> None:
+        """Stop the worker processes (the next batch would start new ones)."""
+        self._batches = None
+
     def exclude(self, keys: Iterable[str]) -> None:
         """Never read these samples again (call with the same keys on every rank).
 

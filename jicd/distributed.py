@@ -8,6 +8,7 @@ same code path (collectives included) runs with and without ``torchrun``.
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ import random
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,13 +202,17 @@ def cpus_per_local_rank() -> int:
     return max(1, cpus_available() // local_world_size())
 
 
-def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> DistInfo:
+def init_distributed(
+    timeout_s: float = 1800.0, device: str = "auto", before_group: Callable[[], None] | None = None
+) -> DistInfo:
     """Initialise the process group (one process when not under torchrun) and pick the device.
 
     Args:
         timeout_s: collective timeout; tests use a short one so a hang fails quickly.
         device: "auto", "cpu" or "cuda" (``train.device``; "auto" defers to ``$JICD_DEVICE``,
             see :func:`choose_device`).
+        before_group: called once the device is chosen (``$DS_ACCELERATOR`` set), before the
+            group exists: where libraries that capture the group at import are imported.
 
     Raises:
         UserError: an invalid or unsatisfiable device request.
@@ -215,10 +221,13 @@ def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> DistInf
     env = read_env()
     if not env:
         # A single process still gets a real (world size 1) group: the gather, the engine and
-        # the checkpoint code then have one path only.
+        # the checkpoint code then have one path only. Its store is in-process (no TCP port:
+        # a port found free and bound later can be taken in between by another job on the
+        # node). The variables are set for libraries that read them (DeepSpeed checks that
+        # they exist); nothing binds MASTER_PORT.
         os.environ.update(
             RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+            MASTER_ADDR="127.0.0.1", MASTER_PORT="0",
         )  # fmt: skip
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     requested = requested_device(device)
@@ -232,20 +241,38 @@ def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> DistInf
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if before_group is not None:
+        before_group()
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend, timeout=datetime.timedelta(seconds=timeout_s), rank=rank, world_size=world
-        )
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = dist.HashStore() if not env else None  # torchrun's variables name its store
+        dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world, store=store)
     _INFO = DistInfo(rank, world, local, backend, device)
     return _INFO
 
 
 def cleanup() -> None:
-    """Destroy the process group if one is up (safe to call more than once)."""
+    """Destroy the process group and its threads now (safe to call more than once).
+
+    Every ProcessGroupGloo runs worker and TCP-loop threads until its C++ object is freed. Left
+    to interpreter exit (unreachable cycles are never collected there), they still run while
+    the process destroys its statics, which aborted ranks at random (SIGABRT, "Fatal Python
+    error: Aborted") after a clean run. So: collect the cycles that reference tensors and
+    groups, destroy the groups — through DeepSpeed when it registered them, so that its group
+    registry lets go of them too — and collect again, which frees the groups and joins their
+    threads while the interpreter is whole (tests/training/test_teardown.py counts them).
+    """
     global _INFO
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        deepspeed_comm = sys.modules.get("deepspeed.comm.comm")
+        if deepspeed_comm is not None and deepspeed_comm.cdb is not None:
+            deepspeed_comm.destroy_process_group()
+            deepspeed_comm.cdb = None  # its backend object still holds the world group
+        else:
+            dist.destroy_process_group()
     _INFO = None
+    gc.collect()
 
 
 EXIT_REPORT_ENV = "JICD_EXIT_REPORT_DIR"

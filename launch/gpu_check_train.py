@@ -22,8 +22,6 @@ import torch  # noqa: E402
 from gpu_check import Context, child_env, last_line, run  # noqa: E402
 from gpu_check_cuda import group, shards  # noqa: E402
 
-from jicd import distributed as D  # noqa: E402
-
 ITERATIONS_PER_QUALITY = 769_800  # 600 epochs of Flickr2W at batch 16 (configs/q*.yaml)
 
 
@@ -118,7 +116,7 @@ def check_multinode_usr1(ctx: Context) -> str:
     run_dir = ctx.out / "usr1"
     env = child_env(
         NPROC_PER_NODE="1",
-        MASTER_PORT=str(D.free_port()),
+        MASTER_PORT="0",  # one node: the rendezvous binds a free port itself (no race)
         TORCHRUN=str(Path(sys.executable).parent / "torchrun"),
     )
     proc = subprocess.Popen(

@@ -14,7 +14,7 @@
 #   NODE_RANK [$SLURM_NODEID, else 0]  this node's index; c10d assigns the final order itself,
 #                        so it only labels logs (any distinct values work)
 #   MASTER_ADDR [127.0.0.1]  host of the rendezvous (any node that all others can reach)
-#   MASTER_PORT [29500]  its TCP port
+#   MASTER_PORT [29500]  its TCP port (0 with NNODES=1: a free port, chosen at bind time)
 #   NPROC_PER_NODE [visible GPUs, or 1 without GPUs]  worker processes on this node
 #   RDZV_ID [jicd]       run identifier; all nodes of one run must use the same value
 #   TORCHRUN [torchrun]  torchrun executable (e.g. .venv/bin/torchrun)

@@ -61,10 +61,10 @@ def train_command(nproc: int, run_dir: Path, shards: Path, overrides: list[str])
     args += [f"train.run_dir={run_dir}", f"data.shards={shards}", *overrides]
     if nproc == 0:
         return [sys.executable, *args]
-    from jicd.distributed import free_port
-
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
-    return [*launcher, "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
+    # --standalone: the rendezvous binds a port of the kernel's choosing (port 0), so two runs
+    # started together never race for one port found free beforehand.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, "--nproc-per-node", str(nproc), *args]
 
 
 def run_training(

@@ -128,6 +128,10 @@ class DeepSpeedEngine(_WrappedModel):
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {directory / tag}")
 
+    def close(self) -> None:
+        """DeepSpeed's own teardown (hooks, optimizer state); the process group stays up."""
+        self.engine.destroy()
+
 
 class DDPEngine(_WrappedModel):
     """torch ``DistributedDataParallel`` with explicit clipping."""
@@ -165,8 +169,23 @@ class DDPEngine(_WrappedModel):
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
 
+    def close(self) -> None:
+        """Nothing to release beyond what dropping the wrapper does."""
+
 
 TrainEngine = DeepSpeedEngine | DDPEngine
+
+
+def import_engine_library(cfg: EngineConfig) -> None:
+    """Import DeepSpeed before the process group exists (``init_distributed(before_group=…)``).
+
+    DeepSpeed's ``TorchBackend.barrier(group=GroupMember.WORLD)`` evaluates its default at import
+    time: imported after the group exists, it holds the world group for the life of the process,
+    whose gloo threads then still run while the process exits — a rank that finished cleanly
+    could die there with SIGABRT. Imported first, the default is None.
+    """
+    if cfg.kind == "deepspeed":
+        import deepspeed.comm  # noqa: F401
 
 
 def gradient_norm(parameters: Any) -> float:

@@ -34,6 +34,7 @@ from trainer.skipping import StepGuard
 from trainer.validation import validate
 
 log = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def check_noise_source(kind: str, shards: str) -> None:
@@ -89,6 +90,7 @@ class Trainer:
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
         self.step, self.stop_requested = 0, False
         self.signal_received = False  # this rank got SIGTERM/SIGUSR1 (stop_requested: all agree)
+        self._previous_handlers: dict[int, Any] = {}
         self.best: dict[str, float] = {}  # {"val_rd_loss", "step"} of export/best.pt
 
     # ----------------------------------------------------------------------------- state
@@ -196,8 +198,21 @@ class Trainer:
         self.save_checkpoint()
         if progress is not None:
             progress.close()
-        self.logger.close()
         log.info("stopped at step %d (%d skipped)", self.step, self.guard.skipped)
+
+    def close(self) -> None:
+        """Release what owns threads or process-group references — loaders (DALI's executor
+        and prefetch threads, DataLoader workers), the logger's writer thread, the engine —
+        now, while the interpreter and the group are alive (``trainer.train.run`` then
+        destroys the group)."""
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)  # the handler's closure would keep this trainer alive
+        self._previous_handlers.clear()
+        self.logger.close()
+        for loader in (self.train_loader, self.val_loader):
+            if hasattr(loader, "close"):
+                loader.close()
+        self.engine.close()
 
     def _after_step(self, window: _Window, progress: Any) -> None:
         cfg = self.cfg
@@ -254,8 +269,8 @@ class Trainer:
             log.warning("signal %d received: checkpointing after this step", signum)
             self.signal_received = True  # all ranks agree on the stop in the next all-reduce
 
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, request_stop)
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, request_stop)
 
     def _progress_bar(self) -> Any:
         if not (D.is_main() and self.cfg.logging.progress_bar):

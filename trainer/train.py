@@ -11,7 +11,6 @@ the same ``train.run_dir`` resumes from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from jicd.cli import OneLineParser, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml
 from trainer.determinism import configure_determinism, determinism_settings
+from trainer.engine import import_engine_library as import_engine
 
 log = logging.getLogger("jicd.train")
 
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     """init distributed → resolve → check/dump config → build → train → teardown."""
     cfg = load_config(args.config, args.overrides)
     configure_determinism(cfg.train.deterministic)  # before any CUDA work (cuBLAS workspace)
-    info = D.init_distributed(cfg.train.timeout_s, device=cfg.train.device)
+    info = D.init_distributed(
+        cfg.train.timeout_s, device=cfg.train.device, before_group=lambda: import_engine(cfg.engine)
+    )
     try:
         D.setup_logging()
         resolve_config(cfg, info.world_size)
@@ -102,12 +104,18 @@ def run(args: argparse.Namespace) -> int:
         from trainer.loop import Trainer  # heavy imports (DeepSpeed, DALI) after arg checks
 
         trainer = Trainer(cfg, info)
-        trainer.fit()
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+        step = trainer.step
+        del trainer
+        # Rank 0 writes the export after the final checkpoint; no rank tears the group down
+        # while another may still use it.
+        D.barrier()
     finally:
         D.cleanup()
-        # Interpreter shutdown would otherwise spend 5-10 s collecting DeepSpeed/DALI objects.
-        gc.freeze()
-    D.report_clean_exit(trainer.step)  # the checkpoint of that step is written
+    D.report_clean_exit(step)  # the checkpoint of that step is written
     return 0
 
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from data_fixtures import make_shards
 
-from jicd.distributed import free_port
-
 WORKER = Path(__file__).with_name("data_dist_worker.py")
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 
@@ -28,7 +26,7 @@ def uneven_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 def _run_two_ranks(shards: Path, backend: str, out: Path) -> list[dict]:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master-port={free_port()}", str(WORKER), str(shards), backend, str(out),
+        "--standalone", str(WORKER), str(shards), backend, str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)

@@ -60,12 +60,27 @@ def wait_all(nodes: list[subprocess.Popen]) -> list[str]:
         raise AssertionError("multi-node run hung:\n" + "\n---\n".join(outputs)) from None
 
 
+PORT_CLASH = ("EADDRINUSE", "address already in use")
+
+
+def run_two_nodes(root: Path, shards: Path, attempts: int = 3) -> tuple[Path, list, list[str]]:
+    """Start both nodes on a port found free; another process may take that port before the
+    rendezvous binds it (two nodes need a port known in advance), so retry on a clash."""
+    for attempt in range(attempts):
+        run_dir = root / f"run{attempt}"
+        port = free_port()
+        nodes = [start_node(rank, port, run_dir, shards) for rank in range(NODES)]
+        outputs = wait_all(nodes)
+        if not any(marker in out for out in outputs for marker in PORT_CLASH):
+            return run_dir, nodes, outputs
+    raise AssertionError(f"port clash in {attempts} attempts")
+
+
 @pytest.fixture(scope="module")
 def two_node_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("multinode")
-    shards, run_dir, port = make_shards(root), root / "run", free_port()
-    nodes = [start_node(rank, port, run_dir, shards) for rank in range(NODES)]
-    outputs = wait_all(nodes)
+    shards = make_shards(root)
+    run_dir, nodes, outputs = run_two_nodes(root, shards)
     for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output[-4000:]
     manifest = json.loads((shards / "manifest.json").read_text())

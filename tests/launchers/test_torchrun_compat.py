@@ -120,7 +120,7 @@ def test_a_stop_signal_with_this_torchrun_checkpoints_and_exits_0(tmp_path: Path
 
     shards, run_dir = make_shards(tmp_path), tmp_path / "run"
     env = {**child_env(), "NPROC_PER_NODE": "1", "TORCHRUN": str(TORCHRUN)}
-    env["MASTER_PORT"] = str(29_000 + os.getpid() % 1000)  # a rendezvous that retries its bind
+    env["MASTER_PORT"] = "0"  # one node: the rendezvous binds a port of the kernel's choosing
     launcher = subprocess.Popen(
         ["bash", str(ROOT / "launch" / "train_multinode.sh"), "--config", str(SMOKE),
          f"data.shards={shards}", f"train.run_dir={run_dir}", "train.steps=100000",

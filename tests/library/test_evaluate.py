@@ -14,7 +14,6 @@ from tiny_codec import make_anchor_state_dict, make_export, make_image
 
 from jicd.codec import get_coder
 from jicd.codec.images import center_crop, load_rgb
-from jicd.distributed import free_port
 from jicd.evaluation import evaluate
 from jicd.metrics import psnr_8bit
 from jicd.models.checkpoints import load_for_inference
@@ -167,7 +166,7 @@ def test_torchrun_two_ranks_match_one_process(setup, results, tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        f"--master_port={free_port()}",
+        "--standalone",
         "-m",
         "jicd.evaluation.evaluate",
         "--checkpoint",

@@ -19,8 +19,6 @@ import pytest
 import torch
 from nt_xent_worker import BATCH_PER_RANK, single_process_reference
 
-from jicd.distributed import free_port
-
 WORLD_SIZE = 2
 WORKER = Path(__file__).with_name("nt_xent_worker.py")
 
@@ -32,7 +30,7 @@ def rank_results(tmp_path_factory) -> list[dict]:
     env["OMP_NUM_THREADS"] = "1"
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD_SIZE}",
-        "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(WORKER), str(out_dir),
+        "--standalone", str(WORKER), str(out_dir),
     ]  # fmt: skip
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
