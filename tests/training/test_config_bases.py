@@ -157,3 +157,16 @@ def test_recipes_that_were_copies_are_now_deltas() -> None:
         name = path.relative_to(CONFIGS).as_posix()
         if name.startswith(("q", "baseline_", "sidd_", "ablation/")):
             assert "base" in yaml.safe_load(path.read_text()), name
+
+
+def test_jicd_train_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.train import main
+
+    argv = ["--config", str(CONFIGS / "sidd_q5.yaml"), "--print-config", "--world-size", "4"]
+    assert main([*argv, "train.init_from=none", "optim.lr=2e-4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["noise"]["kind"] == "paired" and printed["model"]["quality"] == 5
+    assert printed["train"]["loss_cap"] == 1000.0 and printed["data"]["batch_size_per_gpu"] == 4
+    assert printed["optim"]["lr"] == pytest.approx(2e-4) and "base" not in printed
+    assert main(["--config", str(CONFIGS / "q1.yaml"), "--print-config"]) == 2  # needs init_from
+    assert "train.init_from=FILE" in capsys.readouterr().err
