@@ -11,6 +11,7 @@ import yaml
 
 from jicd.config import read_recipe, to_dict
 from trainer.config import ConfigError, load_config, resolve_config
+from trainer.config import flatten as flat
 from trainer.train import write_run_metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,16 +27,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def flat(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def test_a_delta_changes_only_what_it_names(tmp_path: Path) -> None:
