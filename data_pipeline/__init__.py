@@ -1,4 +1,7 @@
-"""Data pipeline of jicd: shard writing, DALI / torch training loaders, and the noise model.
+"""Data pipeline of jicd: shard writing and checking, DALI / torch training and validation loaders.
+
+The noise model is not here: it lives in the library (``jicd.noise``, ``jicd.noise_types``) so that
+training, validation, evaluation and the codec CLI share one implementation.
 
 Public API::
 

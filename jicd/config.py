@@ -4,7 +4,7 @@ The dataclasses are the schema. This module only knows how to turn nested dicts 
 ``a.b=c`` command-line overrides) into those dataclasses, refusing unknown keys and values of the
 wrong type with an error that names the key and the valid choices.
 
-Precedence: command-line override > YAML file > dataclass default.
+Precedence: command-line override > YAML file > its ``base:`` chain > dataclass default.
 """
 
 from __future__ import annotations
@@ -166,6 +166,44 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "base"
+MAX_BASE_DEPTH = 16
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe with its ``base:`` chain merged in: the base's values, then this file's.
+
+    ``base: other.yaml`` names another recipe by a path relative to this file's folder; the base
+    may itself have a base. Mappings merge key by key (``deep_merge``); any other value — a list,
+    a scalar, ``null`` — replaces the base's. The result has no ``base`` key, so it goes through
+    ``from_dict``'s strict key check like any config.
+
+    Raises:
+        ConfigError: a missing or malformed file, a ``base`` that is not a file name, a cycle of
+            bases, or a chain deeper than ``MAX_BASE_DEPTH`` (the message names the files).
+    """
+    return _read_chain(Path(path), ())
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    key = path.resolve()
+    if key in chain:
+        names = " -> ".join(str(p) for p in (*chain, key))
+        raise ConfigError(f"config bases form a cycle: {names}")
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: more than {MAX_BASE_DEPTH} nested config bases")
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be the path of a YAML file, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config not found: {base_path}")
+    return deep_merge(_read_chain(base_path, (*chain, key)), data)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass → plain dict of YAML-friendly values (tuples become lists)."""
 
@@ -189,6 +227,7 @@ __all__ = [
     "deep_merge",
     "from_dict",
     "parse_overrides",
+    "read_recipe",
     "read_yaml",
     "to_dict",
     "to_yaml",

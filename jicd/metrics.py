@@ -1,6 +1,6 @@
 """Image-quality and rate metrics: one implementation for training, validation, evaluation, CLI.
 
-Conventions (see the evaluation section of the README):
+Conventions (the evaluation protocol: ``docs/evaluation.md``):
 
 * :func:`psnr` — float PSNR of images in [0, 1], per image; training logs and validation.
 * :func:`psnr_8bit` — PSNR after **rounding** both images to 8 bit (CompressAI's

@@ -3,9 +3,9 @@
     make gpu-check                       # or: bash launch/gpu_check.sh [--out DIR]
     python launch/gpu_check.py --out /tmp/gpu-check [--only resume codec]
 
-Every line is one claim about the GPU paths (README, "GPU acceptance check", says what each one
-proves). On a machine without a GPU the GPU lines report SKIP with the reason and the few lines
-that can run on the CPU run (that is how the test suite checks this script); a node whose
+Every line is one claim about the GPU paths (``docs/cluster.md#gpu-acceptance-check`` says what
+each one proves). On a machine without a GPU the GPU lines report SKIP with the reason and the
+few lines that can run on the CPU run (that is how the test suite checks this script); a node whose
 ``nvidia-smi`` lists GPUs that torch cannot use FAILs at the second line. Lines that need two
 GPUs SKIP on one. Sized for under 5 minutes on one GPU (not yet timed on one); the GPU lines
 live in ``launch/gpu_check_cuda.py`` (data, NCCL, precision, codec) and

@@ -20,6 +20,7 @@ from jicd.config import (
     deep_merge,
     from_dict,
     parse_overrides,
+    read_recipe,
     read_yaml,
     to_dict,
     to_yaml,
@@ -130,12 +131,13 @@ class Config:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Defaults < YAML file < dotted overrides, strictly typed.
+    """Defaults < the YAML file's ``base:`` chain < the YAML file < dotted overrides (strict).
 
     Raises:
-        ConfigError: unknown key, wrong type or invalid value (the message names the key).
+        ConfigError: unknown key, wrong type or invalid value (the message names the key), or a
+            bad ``base:`` chain (missing file, cycle).
     """
-    data = read_yaml(path) if path is not None else {}
+    data = read_recipe(path) if path is not None else {}
     data = deep_merge(data, parse_overrides(overrides or []))
     return from_dict(Config, data)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from jicd import distributed as D
-from jicd.cli import OneLineParser, run_guarded
+from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml
 from trainer.determinism import configure_determinism, determinism_settings
@@ -34,6 +34,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="jicd train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="YAML file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (base chain, overrides, derived values) as a run on "
+        "--world-size ranks would write it to <run_dir>/config.yaml, then exit",
+    )
+    parser.add_argument(
+        "--world-size", type=int, default=1, help="ranks assumed by --print-config (default 1)"
+    )
     return parser.parse_args(argv)
 
 
@@ -93,6 +102,11 @@ def prepare_run_dir(cfg: Config) -> None:
 def run(args: argparse.Namespace) -> int:
     """init distributed → resolve → check/dump config → build → train → teardown."""
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        if args.world_size < 1:
+            raise UserError(f"--world-size must be >= 1, got {args.world_size}")
+        print(to_yaml(resolve_config(cfg, args.world_size)), end="")
+        return 0
     configure_determinism(cfg.train.deterministic)  # before any CUDA work (cuBLAS workspace)
     info = D.init_distributed(
         cfg.train.timeout_s, device=cfg.train.device, before_group=lambda: import_engine(cfg.engine)

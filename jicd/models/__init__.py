@@ -2,11 +2,13 @@
 
 Modules are imported explicitly (no import-time discovery):
 
-- ``layers``     Self-ONN convolution, CBAM, multi-scale front end, residual units;
-- ``denoisers``  D0 / D1 and the baseline's AttentionBlock pair;
-- ``jicd``       ``JointDenoisingCodec`` and the projection head;
-- ``presets``    ``ModelConfig``, ``QUALITIES``, the preset registry, ``build_model``;
-- ``io``         pretrained import, inference export and loading.
+- ``layers``       Self-ONN convolution, CBAM, multi-scale front end, residual units;
+- ``denoisers``    D0 / D1, the baseline's AttentionBlock pair, the identity (plain anchor);
+- ``joint_codec``  ``JointDenoisingCodec`` and the projection heads;
+- ``presets``      ``ModelConfig``, ``QUALITIES``, the preset registry, ``build_model``;
+- ``released``     the released checkpoints' layouts (ECCV'22 baseline, JICDCLS) → our names;
+- ``checkpoints``  import of the four checkpoint formats, inference export and loading;
+- ``import_cli``   ``jicd import-checkpoint``.
 """
 
 from jicd.models.joint_codec import JointDenoisingCodec, ProjectionHead

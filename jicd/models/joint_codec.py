@@ -172,8 +172,9 @@ class JointDenoisingCodec(Cheng2020Anchor):
     def _entropy_forward(self, y: Tensor) -> dict:
         """Cheng2020Anchor's forward after ``g_a`` (JointAutoregressiveHierarchicalPriors.forward).
 
-        Restated because the library method starts from the image; ``tests/test_models.py``
-        checks it against ``Cheng2020Anchor.forward`` with the same weights.
+        Restated because the library method starts from the image;
+        ``tests/library/test_models.py::test_entropy_path_is_cheng2020anchor`` checks it against
+        ``Cheng2020Anchor.forward`` with the same weights.
         """
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)

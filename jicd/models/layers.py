@@ -1,7 +1,8 @@
 """Blocks of the jicd denoisers: Self-ONN convolution, CBAM, multi-scale front end, residual units.
 
 Everything here is specified in ``docs/method.md`` ("Denoisers"); the parameter counts of the
-denoisers built from these blocks are pinned by ``tests/test_models.py``.
+denoisers built from these blocks are pinned by ``tests/library/test_models.py``
+(``test_parameter_counts_match_method``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""torchrun worker of ``tests/test_loaders_distributed.py`` (one process per rank, gloo).
+"""torchrun worker of ``tests/data/test_loaders_distributed.py`` (one process per rank, gloo).
 
-    torchrun --nproc_per_node=2 tests/data_dist_worker.py SHARDS BACKEND OUT_DIR
+    torchrun --nproc_per_node=2 tests/data/data_dist_worker.py SHARDS BACKEND OUT_DIR
 
 Reads two epochs of training batches with a collective after every step (as the trainer does:
 unequal batch counts would hang here), then the validation split, and writes what this rank saw

@@ -1,6 +1,6 @@
-"""One rank of the distributed NT-Xent check (launched by tests/test_nt_xent_distributed.py).
+"""One rank of the distributed NT-Xent check (``tests/training/test_nt_xent_distributed.py``).
 
-    python -m torch.distributed.run --nproc-per-node=2 tests/nt_xent_worker.py OUT_DIR
+    python -m torch.distributed.run --nproc-per-node=2 tests/training/nt_xent_worker.py OUT_DIR
 
 Every rank builds the same global batch, keeps its own slice, projects it with a shared linear
 layer and back-propagates two losses: ``nt_xent`` (the project's global gather) and the popular

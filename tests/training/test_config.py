@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from jicd.config import parse_overrides
-from trainer.config import Config, ConfigError, load_config, to_yaml
+from trainer.config import Config, ConfigError, load_config, resolve_config, to_yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -83,7 +83,9 @@ def test_paper_recipe_in_iterations() -> None:
         assert cfg.optim.warmup_steps == 20 * 1283
         assert cfg.optim.milestones == [450 * 1283, 550 * 1283]
         assert (cfg.loss.lambda_g, cfg.loss.lambda_c, cfg.loss.temperature) == (3.0, 1.5, 0.07)
-        assert cfg.train.loss_cap == (100.0 if q <= 3 else 1000.0)
+        assert cfg.train.loss_cap is None  # derived at start, written in no recipe
+        resolved = resolve_config(load_config(CONFIGS / f"q{q}.yaml", ["train.init_from=none"]), 1)
+        assert resolved.train.loss_cap == (100.0 if q <= 3 else 1000.0)
         assert load_config(CONFIGS / f"baseline_q{q}.yaml").model.preset == "baseline"
 
 
@@ -103,7 +105,7 @@ def test_sidd_recipe_is_the_baselines_with_paired_noise() -> None:
 
 def test_resume_check_names_experiment_keys_and_ignores_newer_ones() -> None:
     from jicd.config import to_dict
-    from trainer.config import changed_keys, resolve_config
+    from trainer.config import changed_keys
 
     saved = to_dict(resolve_config(load_config(CONFIGS / "smoke.yaml"), 2))
     del saved["loss"]["distortion"]  # a key added to jicd after this run started
