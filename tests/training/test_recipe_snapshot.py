@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -23,12 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run as a script: import this tree's packages
     sys.path.insert(0, str(REPO))
 
+from jicd import distributed as D  # noqa: E402
 from jicd.config import to_dict  # noqa: E402
 from trainer.config import load_config, resolve_config  # noqa: E402
 
 CONFIGS = REPO / "configs"
 SNAPSHOT = Path(__file__).resolve().parent / "fixtures" / "resolved_recipes"
 PLACEHOLDER_INIT = "<init_from>"
+SNAPSHOT_CORES = 9  # a rank's cores, for the loader counts a recipe leaves to the machine
 
 
 def recipe_names() -> list[str]:
@@ -41,11 +44,14 @@ def resolved(name: str) -> dict:
     """The recipe's resolved config on one rank, ``train.init_from`` exactly as the file says.
 
     A fine-tuning recipe refuses to resolve without ``train.init_from``, so a placeholder is
-    given for the resolution and the file's own value put back afterwards.
+    given for the resolution and the file's own value put back afterwards. Loader workers and
+    threads are sized from the machine's cores when a recipe leaves them unset: the snapshot
+    is taken as on a rank with ``SNAPSHOT_CORES`` cores.
     """
     loaded = load_config(CONFIGS / name)
     overrides = [f"train.init_from={PLACEHOLDER_INIT}"] if loaded.train.require_init_from else []
-    cfg = resolve_config(load_config(CONFIGS / name, overrides), world_size=1)
+    with mock.patch.object(D, "cpus_per_local_rank", lambda: SNAPSHOT_CORES):
+        cfg = resolve_config(load_config(CONFIGS / name, overrides), world_size=1)
     cfg.train.init_from = loaded.train.init_from
     return to_dict(cfg)
 
