@@ -138,7 +138,9 @@ def check_multinode_usr1(ctx: Context) -> str:
     step = json.loads(metrics.read_text().splitlines()[-1])["step"]
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest == f"step_{step:08d}", (latest, step)
-    return f"stopped at step {step}, checkpoint {latest}, launcher exit {status}"
+    why = last_line(proc.stderr.read())
+    assert status == 0, f"launcher exit {status} after a clean stop: {why}"
+    return f"stopped at step {step}, checkpoint {latest}, launcher exit 0"
 
 
 MAX_DATA_WAIT = 0.10  # above this the loader, not the GPU, sets the pace: a FAIL
