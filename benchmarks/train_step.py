@@ -137,12 +137,13 @@ def dp_worker(args: argparse.Namespace) -> None:
         trainer = Trainer(resolve_config(cfg, info.world_size), info)
         batch = make_batch(args.batch, args.patch, str(trainer.device))
         batch = {"clean": batch["clean"], "augmented": batch["augmented"]}
-        for _ in range(2):  # warm-up
-            trainer.train_step(batch)
+        for step in range(2):  # warm-up
+            trainer.train_step(batch, step, trainer.stop.on_device())
         D.barrier()
         start = time.perf_counter()
-        for _ in range(args.dp_steps):
-            trainer.train_step(batch)
+        for step in range(args.dp_steps):
+            result = trainer.train_step(batch, step, trainer.stop.on_device())
+        result.stop.tolist()  # wait for the queued steps
         D.barrier()
         elapsed = time.perf_counter() - start
         if D.is_main():

@@ -262,7 +262,8 @@ def cleanup() -> None:
     registry lets go of them too — and collect again, which frees the groups and joins their
     threads while the interpreter is whole (tests/training/test_teardown.py counts them).
     """
-    global _INFO
+    global _INFO, _HOST_GROUP
+    _HOST_GROUP = None
     gc.collect()
     if dist.is_available() and dist.is_initialized():
         deepspeed_comm = sys.modules.get("deepspeed.comm.comm")
@@ -351,13 +352,36 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def any_rank(*flags: bool) -> tuple[bool, ...]:
-    """For each flag, whether it is true on at least one rank (one all-reduce for all of them).
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum over ranks, on ``values``' device, never read back (no host sync:
+    the trainer's per-step flags stay on the GPU)."""
+    out = values.detach().clone()
+    if get_world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
 
-    The trainer uses it to skip a step, or stop after it, on every rank together.
-    """
-    values = torch.tensor([float(flag) for flag in flags], device=device())
-    return tuple(bool(v > 0) for v in all_reduce_sum(values).tolist())
+
+_HOST_GROUP: dist.ProcessGroup | None = None
+
+
+def host_group() -> dist.ProcessGroup | None:
+    """A gloo group over all ranks for flags that live on the host (None: the default group
+    is gloo already). Host values sent through NCCL would cost a GPU round trip each."""
+    global _HOST_GROUP
+    if dist.get_backend() == "gloo":
+        return None
+    if _HOST_GROUP is None:
+        _HOST_GROUP = dist.new_group(backend="gloo")
+    return _HOST_GROUP
+
+
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """For each host flag, whether it is true on at least one rank (one all-reduce, on the
+    host: no GPU involved). The trainer drops a batch with an undecodable sample this way."""
+    values = torch.tensor([float(flag) for flag in flags])
+    if get_world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.MAX, group=host_group())
+    return tuple(v > 0 for v in values.tolist())
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,10 +84,15 @@ def target_options(args: argparse.Namespace) -> list[str]:
 
 
 def build_local_wheels(out: Path) -> None:
-    """jicd itself and the source-only pins, as wheels in ``out``."""
+    """jicd itself and the source-only pins, as wheels in ``out`` (setuptools' ``build/`` and
+    egg-info folders, if this build made them, are removed from the checkout again)."""
     pins = [line.split(";")[0].strip() for line in LOCK.read_text().splitlines()]
     source_only = [p for p in pins if canonicalize_name(p.split("==")[0]) in SOURCE_ONLY]
+    leftovers = [REPO / "build", REPO / "jicd.egg-info"]
+    existed = {path for path in leftovers if path.exists()}
     pip("wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO), *source_only)
+    for path in set(leftovers) - existed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve(args: argparse.Namespace, out: Path) -> dict:

@@ -1,9 +1,15 @@
 """Data-parallel engines: DeepSpeed (default) or plain DistributedDataParallel.
 
-Both expose the same small surface to the training loop: ``forward``, ``step(loss)`` (one backward
-of the total loss, gradient clipping, one optimizer step), ``save``/``load`` of model + optimizer,
-and ``module`` (the unwrapped model). The LR schedule is stepped by the loop, not by the engine,
-so it follows the iteration count even when a step is skipped.
+Both expose the same small surface to the training loop: ``forward``, ``step(loss, skip)`` (one
+backward of the total loss, gradient clipping, one optimizer step unless ``skip``),
+``save``/``load`` of model + optimizer, ``close`` and ``module`` (the unwrapped model). The LR
+schedule is stepped by the loop, not by the engine, so it follows the iteration count even when
+a step is skipped.
+
+The DDP engine applies ``skip`` on the device (fused Adam's ``found_inf``: parameters, moments
+and the step count stay as they were) and returns the gradient norm as a device tensor, so its
+step never waits for the GPU; DeepSpeed's step synchronises inside DeepSpeed anyway (overflow
+checks, norms), so it reads ``skip`` on the host.
 """
 
 from __future__ import annotations
@@ -35,10 +41,19 @@ class EngineConfig:
     parameters)."""
     precision: Literal["fp32", "bf16-autocast"] = "fp32"
     """fp32, or bf16 autocast of the transforms with the entropy models kept in fp32."""
+    compile: Literal["none", "regional", "full"] = "none"
+    """``torch.compile``: ``regional`` compiles each transform, denoiser and entropy network
+    on its own (short compile, few recompiles), ``full`` the whole training forward
+    (``trainer.acceleration``)."""
+    cuda_graphs: bool = False
+    """With ``compile: full`` on CUDA: replay the compiled forward and backward as CUDA graphs
+    (``mode="reduce-overhead"``; training crops have static shapes)."""
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2):
             raise UserError(f"engine.zero_stage must be 0, 1 or 2, got {self.zero_stage}")
+        if self.cuda_graphs and self.compile != "full":
+            raise UserError("engine.cuda_graphs=true needs engine.compile=full")
 
 
 def deepspeed_config(
@@ -96,8 +111,12 @@ class DeepSpeedEngine(_WrappedModel):
             model=model, optimizer=optimizer, config=ds_config
         )
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward, all-reduce, clip and optimizer step; returns the global gradient norm."""
+    def step(self, loss: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Backward, all-reduce, clip and optimizer step, unless ``skip`` (read on the host:
+        DeepSpeed's step synchronises anyway); returns the global gradient norm (NaN when
+        skipped or unknown) as a 0-dim tensor."""
+        if bool(skip > 0):
+            return torch.tensor(float("nan"), device=loss.device)
         self.engine.backward(loss)
         norm = None
         if self.engine.zero_optimization_stage() == 0:
@@ -106,7 +125,7 @@ class DeepSpeedEngine(_WrappedModel):
         self.engine.step()
         if norm is None:
             norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        return torch.as_tensor(float("nan") if norm is None else norm, device=loss.device).float()
 
     def save(self, directory: Path, tag: str) -> None:
         """Called on every rank: ZeRO stages write one optimizer partition per rank.
@@ -142,14 +161,22 @@ class DDPEngine(_WrappedModel):
         self.optimizer = optimizer
         self.clip = clip
 
-    def step(self, loss: torch.Tensor) -> float:
+    def step(self, loss: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Backward, all-reduce (DDP's hooks), clip and optimizer step; with ``skip`` > 0 the
+        update is dropped on the device. Returns the gradient norm (NaN when skipped) as a
+        0-dim device tensor: nothing here waits for the GPU.
+
+        Args:
+            loss: scalar total loss.
+            skip: ``()`` float tensor on the device, 1.0 to drop this step's update.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.module.parameters() if p.grad is not None]
         limit = self.clip if self.clip > 0 else float("inf")
-        norm = nn.utils.clip_grad_norm_(params, limit)
-        self.optimizer.step()
-        return float(norm)
+        norm = nn.utils.clip_grad_norm_(params, limit, foreach=True)
+        apply_update(self.optimizer, skip)
+        return torch.where(skip > 0, torch.full_like(norm, float("nan")), norm)
 
     def save(self, directory: Path, tag: str) -> None:
         """Every rank holds identical replicas, so only rank 0 writes."""
@@ -188,10 +215,27 @@ def import_engine_library(cfg: EngineConfig) -> None:
         import deepspeed.comm  # noqa: F401
 
 
-def gradient_norm(parameters: Any) -> float:
-    """Global L2 norm of the (already all-reduced) gradients."""
+def apply_update(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``skip``, decided on the device when the optimizer can.
+
+    torch's fused Adam takes ``found_inf`` (the flag of ``GradScaler``): when it is non-zero
+    the kernel leaves parameters, moments and step counts untouched. Other optimizers read the
+    flag on the host.
+    """
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+        optimizer.grad_scale = None  # type: ignore[attr-defined]
+        optimizer.step()
+    elif not bool(skip > 0):
+        optimizer.step()
+
+
+def gradient_norm(parameters: Any) -> torch.Tensor:
+    """Global L2 norm of the (already all-reduced) gradients, as a 0-dim tensor."""
     grads = [p.grad.detach().double() for p in parameters if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -28,6 +28,9 @@ class LoggingConfig:
     """Show a tqdm bar with loss / bpp / PSNR on rank 0."""
     num_val_images: int = 4
     """Validation images shown as clean | noisy | reconstruction grids."""
+    utilisation: bool = True
+    """Log ``flop_utilisation``: FLOPs of a step (counted once at start) / step time / the
+    device's matrix-product rate (measured once at start, ``trainer.perf``)."""
 
     def __post_init__(self) -> None:
         if self.log_every < 1:

@@ -1,7 +1,9 @@
-"""The training loop: noise synthesis, the three-branch step, skipping, logging, checkpoints.
+"""The training loop: batches in, steps queued, logs, validation and checkpoints around them.
 
-No file or environment access happens here beyond what the checkpoint and metrics components do;
-rank logic comes from ``jicd.distributed``.
+The per-step device work is :class:`trainer.step.TrainStep`; this loop only reads its results
+at log steps (``logging.log_every``), where the step-time, skip and stop decisions reach the
+host. No file or environment access happens here beyond what the checkpoint and metrics
+components do; rank logic comes from ``jicd.distributed``.
 """
 
 from __future__ import annotations
@@ -19,18 +21,28 @@ from data_pipeline import build_train_loader, build_val_loader
 from data_pipeline.manifest import load_split
 from jicd import distributed as D
 from jicd.errors import UserError
-from jicd.metrics import psnr
 from jicd.models import build_model_from_config
 from jicd.models.checkpoints import load_weights_for_finetuning
-from jicd.noise import training_noise
+from trainer.acceleration import accelerate
 from trainer.bad_samples import BadSampleGuard
-from trainer.checkpoint import Checkpointer, rng_state, set_rng_state
+from trainer.checkpoint import Checkpointer
 from trainer.config import Config
 from trainer.engine import autocast_context, build_engine
+from trainer.log_window import LogWindow
 from trainer.logger import build_logger
 from trainer.losses import JointLoss
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.perf import matmul_rate, training_step_flops
 from trainer.skipping import StepGuard
+from trainer.state import (
+    GeneratorState,
+    RngStreams,
+    StateRegistry,
+    TrainProgress,
+    upgrade_rank_state,
+    upgrade_trainer_state,
+)
+from trainer.step import StopSignal, TrainStep
 from trainer.validation import validate
 
 log = logging.getLogger(__name__)
@@ -63,17 +75,13 @@ class Trainer:
         # cfg is resolved (trainer.config.resolve_config): every derived value is filled in.
         self.run_dir = Path(cfg.train.run_dir)
         self.lmbda = cfg.loss.lmbda
-        train = cfg.train
-        self.guard = StepGuard(train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row)
         D.seed_all(cfg.train.seed + info.rank)
-        model = build_model_from_config(cfg.model)
-        if cfg.train.init_path():
-            fmt = load_weights_for_finetuning(model, cfg.model, cfg.train.init_path())
-            log.info("initialised from %s (%s format)", cfg.train.init_path(), fmt)
-        model.to(self.device).train()
-        self.criterion = JointLoss(cfg.loss, self.lmbda)
+        model = self._build_model()
+        criterion = JointLoss(cfg.loss, self.lmbda)
+        self.flops_per_step = self._count_flops(model, criterion)
         optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim)
+        accelerate(model, cfg.engine)
         batch = cfg.data.batch_size_per_gpu
         self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
         self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
@@ -85,44 +93,62 @@ class Trainer:
         self.val_loader = build_val_loader(
             cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("val")
         )
-        self.noise_gen = torch.Generator(device=self.device)
-        self.noise_gen.manual_seed(cfg.train.seed * 1_000_003 + info.rank)
+        train = cfg.train
+        guard = StepGuard(
+            train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row, self.device
+        )
+        noise_gen = torch.Generator(device=self.device)
+        noise_gen.manual_seed(train.seed * 1_000_003 + info.rank)
+        self.train_step = TrainStep(
+            self.engine, criterion, self.scheduler, guard, cfg.noise, noise_gen,
+            train.aux_loss_scale, autocast_context(cfg.engine, self.device),
+            train.inject_nan_at_step,
+        )  # fmt: skip
+        self.guard, self.progress = guard, TrainProgress()
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
-        self.step, self.stop_requested = 0, False
-        self.signal_received = False  # this rank got SIGTERM/SIGUSR1 (stop_requested: all agree)
+        self.state = self._register_state(noise_gen)
+        self.stop = StopSignal(self.device)
+        self.stop_requested = False  # all ranks agree on it (read at log steps)
         self._previous_handlers: dict[int, Any] = {}
-        self.best: dict[str, float] = {}  # {"val_rd_loss", "step"} of export/best.pt
+        self._peak_rate: float | None = None
+
+    @property
+    def step(self) -> int:
+        return self.progress.step
+
+    def _build_model(self) -> torch.nn.Module:
+        model = build_model_from_config(self.cfg.model)
+        if self.cfg.train.init_path():
+            fmt = load_weights_for_finetuning(model, self.cfg.model, self.cfg.train.init_path())
+            log.info("initialised from %s (%s format)", self.cfg.train.init_path(), fmt)
+        return model.to(self.device).train()
+
+    def _count_flops(self, model: torch.nn.Module, criterion: JointLoss) -> int | None:
+        if not self.cfg.logging.utilisation:
+            return None
+        data = self.cfg.data
+        return training_step_flops(model, criterion, data.batch_size_per_gpu, data.patch_size)
+
+    def _register_state(self, noise_gen: torch.Generator) -> StateRegistry:
+        """Everything a resume restores, named as in the checkpoint files."""
+        state = StateRegistry()
+        state.register("progress", self.progress)
+        state.register("guard", self.guard)
+        state.register("scheduler", self.scheduler)
+        state.register("loader", self.train_loader, scope="rank")
+        state.register("rng", RngStreams(), scope="rank")
+        state.register("noise_generator", GeneratorState(noise_gen), scope="rank")
+        return state
 
     # ----------------------------------------------------------------------------- state
-    def trainer_state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "skipped": self.guard.skipped,  # also in "guard"; kept for older readers
-            "guard": self.guard.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "best": self.best,
-        }
-
-    def rank_state(self) -> dict[str, Any]:
-        return {
-            "loader": self.train_loader.state_dict(),
-            "rng": rng_state(),
-            "noise_generator": self.noise_gen.get_state(),
-        }
-
     def resume_if_possible(self) -> None:
         """Auto-resume from the newest complete checkpoint in the run directory."""
         tag = self.checkpointer.latest()
         if tag is None:
             return
         trainer_state, rank_state = self.checkpointer.load(tag, self.engine)
-        self.step = trainer_state["step"]
-        self.guard.load_state_dict(trainer_state.get("guard", trainer_state))
-        self.scheduler.load_state_dict(trainer_state["scheduler"])
-        self.best = trainer_state.get("best", {})  # absent in checkpoints from before best.pt
-        self.train_loader.load_state_dict(rank_state["loader"])
-        set_rng_state(rank_state["rng"])
-        self.noise_gen.set_state(rank_state["noise_generator"])
+        self.state.restore("global", upgrade_trainer_state(trainer_state))
+        self.state.restore("rank", upgrade_rank_state(rank_state))
         log.info("resumed from %s at step %d", tag, self.step)
 
     def save_checkpoint(self) -> None:
@@ -130,52 +156,13 @@ class Trainer:
         self.logger.log_scalars(self.step, "checks", {"replica_divergence": divergence})
         if divergence > 0:
             log.error("data-parallel replicas differ (max checksum spread %.3g)", divergence)
-        self.checkpointer.save(self.step, self.engine, self.trainer_state(), self.rank_state())
+        self.checkpointer.save(
+            self.step, self.engine, self.state.collect("global"), self.state.collect("rank")
+        )
         # The export builds a fresh model (parameter init draws random numbers): keep those
         # draws out of the training stream, or a resumed run would not retrace this one.
         with torch.random.fork_rng(devices=[]):
             self.checkpointer.export(self.engine.module, self.cfg.model, self.step)
-
-    # ------------------------------------------------------------------------------ step
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One iteration on this rank's batch; every rank runs every branch and collective.
-
-        Returns the loss terms (local values), ``grad_norm`` and ``skipped`` (0/1).
-        """
-        clean, augmented = batch["clean"], batch["augmented"]
-        noisy = training_noise(self.cfg.noise, batch, self.noise_gen)
-        with autocast_context(self.cfg.engine, self.device):
-            output = self.engine.forward(noisy, clean, augmented)
-        terms = self.criterion(output, clean)
-        terms["aux"] = self.engine.module.aux_loss()
-        total = terms["loss"] + self.cfg.train.aux_loss_scale * terms["aux"]
-        if (
-            self.cfg.train.inject_nan_at_step == self.step
-            and D.get_rank() == D.get_world_size() - 1
-        ):
-            total = total * float("nan")
-        loss = float(terms["loss"].detach())
-        # One all-reduce: the flags of every rank, combined. The loop only reads the agreed stop
-        # flag: a signal landing between this all-reduce and the loop test must not end one rank
-        # a step before the others (mismatched collectives).
-        nonfinite, above_cap, stop = D.any_rank(
-            not bool(torch.isfinite(total)), loss > self.guard.cap, self.signal_received
-        )
-        self.stop_requested = stop
-        skip = self.guard.decide(nonfinite, above_cap).skip
-        grad_norm = float("nan")
-        if skip:
-            log.warning(
-                "step %d skipped on all ranks (%s)", self.step,
-                "non-finite loss" if nonfinite else f"loss above train.loss_cap={self.guard.cap:g}",
-            )  # fmt: skip
-            self.guard.check_progress(loss)
-        else:
-            grad_norm = self.engine.step(total)
-        self.scheduler.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        values["psnr"] = float(psnr(output["x_hat"].detach(), clean).mean())
-        return values | {"grad_norm": grad_norm, "skipped": float(skip)}
 
     # ------------------------------------------------------------------------------ loop
     def fit(self) -> None:
@@ -184,17 +171,17 @@ class Trainer:
         self.resume_if_possible()
         batches = self._batches()
         progress = self._progress_bar()
-        window = _Window()
+        window = LogWindow()
         while self.step < self.cfg.train.steps and not self.stop_requested:
             started = time.perf_counter()
             # Drops (on every rank) a batch with an undecodable sample: see trainer.bad_samples.
             batch = self.bad_samples.next_batch(batches, self.train_loader, self.step)
             waited = time.perf_counter() - started
             self._record_keys(batch)
-            values = self.train_step(batch)
-            self.step += 1
-            window.add(values, waited, time.perf_counter() - started, len(batch["keys"]))
-            self._after_step(window, progress)
+            result = self.train_step(batch, self.step, self.stop.on_device())
+            self.progress.step += 1
+            window.add(result.values, started, waited, len(batch["keys"]))
+            self._after_step(window, result.stop, progress)
         self.save_checkpoint()
         if progress is not None:
             progress.close()
@@ -214,27 +201,48 @@ class Trainer:
                 loader.close()
         self.engine.close()
 
-    def _after_step(self, window: _Window, progress: Any) -> None:
+    def _after_step(self, window: LogWindow, stop: torch.Tensor, progress: Any) -> None:
         cfg = self.cfg
         if self.step % cfg.logging.log_every == 0 or self.step == cfg.train.steps:
             self._log_train(window, progress)
+            # Read at log steps only, where every rank reads the same all-reduced flag.
+            self.stop_requested = bool(stop.item() > 0)
         if cfg.train.val_every and self.step % cfg.train.val_every == 0:
             self.run_validation()
         if self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
             self.save_checkpoint()
 
-    def _log_train(self, window: _Window, progress: Any) -> None:
-        means = window.mean_over_ranks(self.device)
+    def _log_train(self, window: LogWindow, progress: Any) -> None:
+        last_loss = float(window.last["loss"])
+        means = window.means_over_ranks()
+        counters = self.guard.counters()
         means["lr"] = self.scheduler.get_last_lr()[0]
         means["aux_lr"] = self.scheduler.get_last_lr()[-1]
-        means["skipped_total"] = float(self.guard.skipped)
+        means["skipped_total"] = float(counters.skipped)
+        if self.flops_per_step:
+            means["flop_utilisation"] = self.flops_per_step / means["step_time_s"] / self._rate()
         self.logger.log_scalars(self.step, "train", means)
+        if means["skipped"] > 0:
+            log.warning(
+                "%d of the last %d steps skipped on all ranks (last: %s)",
+                round(means["skipped"] * window.count), window.count,
+                "non-finite loss" if counters.last_nonfinite
+                else f"loss above train.loss_cap={self.guard.cap:g}",
+            )  # fmt: skip
+        self.guard.check_progress(last_loss)
         if progress is not None:
             progress.n = self.step
             progress.set_postfix(
                 loss=f"{means['loss']:.3f}", bpp=f"{means['bpp']:.3f}", psnr=f"{means['psnr']:.2f}"
             )
         window.reset()
+
+    def _rate(self) -> float:
+        """The device's matmul rate, measured at the first log step (not in a timed window)."""
+        if self._peak_rate is None:
+            self._peak_rate = matmul_rate(self.device)
+            self.logger.log_scalars(self.step, "device", {"matmul_flops_per_s": self._peak_rate})
+        return self._peak_rate
 
     def run_validation(self) -> None:
         results, images = validate(
@@ -253,9 +261,10 @@ class Trainer:
     def _export_if_best(self, rd_loss: float | None) -> None:
         """``export/best.pt`` when the validation rd-loss is the lowest so far (as the baseline
         keeps ``checkpoint_best_loss``); results are all-reduced, so every rank agrees."""
-        if rd_loss is None or rd_loss >= self.best.get("val_rd_loss", float("inf")):
+        best = self.progress.best
+        if rd_loss is None or rd_loss >= best.get("val_rd_loss", float("inf")):
             return
-        self.best = {"val_rd_loss": float(rd_loss), "step": self.step}
+        self.progress.best = {"val_rd_loss": float(rd_loss), "step": self.step}
         with torch.random.fork_rng(devices=[]):  # keep the export's init draws out of training
             self.checkpointer.export(
                 self.engine.module, self.cfg.model, self.step, "best.pt", val_rd_loss=rd_loss
@@ -266,8 +275,8 @@ class Trainer:
         """SIGTERM/SIGUSR1 (Slurm pre-emption): finish the step, checkpoint, exit 0."""
 
         def request_stop(signum: int, _frame: Any) -> None:
-            log.warning("signal %d received: checkpointing after this step", signum)
-            self.signal_received = True  # all ranks agree on the stop in the next all-reduce
+            log.warning("signal %d received: checkpointing at the next log step", signum)
+            self.stop.set()  # reaches every rank through the next step's all-reduced flags
 
         for sig in STOP_SIGNALS:
             self._previous_handlers[sig] = signal.signal(sig, request_stop)
@@ -300,39 +309,3 @@ class Trainer:
         keys_dir.mkdir(parents=True, exist_ok=True)
         with (keys_dir / f"rank{D.get_rank()}.txt").open("a") as out:
             out.writelines(f"{self.step}\t{key}\n" for key in batch["keys"])
-
-
-class _Window:
-    """Running sums of the logged values between two log points."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.waited = self.elapsed = 0.0
-        self.images = 0
-
-    def add(self, values: dict[str, float], waited: float, elapsed: float, images: int) -> None:
-        for key, value in values.items():
-            if key == "grad_norm" and value != value:  # skipped step: no norm to average
-                continue
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.count += 1
-        self.waited += waited
-        self.elapsed += elapsed
-        self.images += images
-
-    def mean_over_ranks(self, device: torch.device) -> dict[str, float]:
-        """Window means averaged over ranks; throughput summed over ranks."""
-        keys = sorted(self.sums)
-        local = torch.tensor(
-            [self.sums[k] / self.count for k in keys] + [self.images], device=device
-        )
-        total = D.all_reduce_sum(local.double()).tolist()
-        world = D.get_world_size()
-        means = {k: v / world for k, v in zip(keys, total[:-1], strict=True)}
-        means["images_per_s"] = total[-1] / max(self.elapsed, 1e-9)
-        means["data_wait_fraction"] = self.waited / max(self.elapsed, 1e-9)
-        return means

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from jicd.errors import UserError
 from jicd.models.denoisers import build_denoisers
+from jicd.models.entropy import SyncFreeEntropyBottleneck
 
 PROJ_HIDDEN = 128  # width of the projection MLP's hidden layer (docs/method.md: N → 128 → proj_dim)
 AUTHORS_WIDTH = 64  # the authors' head is Linear(64, ·) on the ga0 width: 256-px patches / 4
@@ -110,6 +111,9 @@ class JointDenoisingCodec(Cheng2020Anchor):
         head: str = "paper",
     ):
         super().__init__(N=N)
+        # The same module, with a forward that needs no host synchronisation (the class swap
+        # keeps its parameters, buffers and the random draws of their initialisation).
+        self.entropy_bottleneck.__class__ = SyncFreeEntropyBottleneck
         # Take g_a's layers out of the module tree so that self.g_a resolves to the method below.
         analysis = list(self._modules.pop("g_a"))
         self.ga0 = nn.Sequential(*analysis[:3])

@@ -108,6 +108,28 @@ def test_entropy_path_is_cheng2020anchor():
         assert torch.equal(ours["likelihoods"][key], theirs["likelihoods"][key])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_sync_free_entropy_bottleneck_equals_compressai_bit_for_bit(training: bool) -> None:
+    from compressai.entropy_models import EntropyBottleneck
+
+    model = build_model("jicd", 1, channels=TINY)
+    ours = model.entropy_bottleneck
+    theirs = EntropyBottleneck(TINY)
+    theirs.load_state_dict(ours.state_dict())
+    assert type(ours).__mro__[1] is EntropyBottleneck and ours.state_dict().keys() == (
+        theirs.state_dict().keys()
+    )
+    z = torch.randn(2, TINY, 4, 6, requires_grad=True)
+    results = []
+    for module in (ours, theirs):
+        torch.manual_seed(7)  # the same quantisation noise in training mode
+        outputs, likelihood = module(z, training=training)
+        (grad,) = torch.autograd.grad(likelihood.log().sum() + outputs.sum(), z)
+        results.append((outputs, likelihood, grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 def sequential_reconstruction(model, x: torch.Tensor) -> torch.Tensor:
     """x_hat of compress → decompress computed in parallel form, as CompressAI's coder does.
 

@@ -103,7 +103,7 @@ def test_sigterm_checkpoints_and_resumes(reference, tmp_path: Path, shards: Path
     kill_group(proc, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     stopped_at = last_step(run_dir)
-    assert "checkpointing after this step" in stderr
+    assert "checkpointing at the next log step" in stderr
     assert 1 <= stopped_at < STEPS, "the run must stop mid-way, at the step the signal hit"
     assert (run_dir / "checkpoints" / f"step_{stopped_at:08d}").is_dir()
     resumed = run_training(2, run_dir, shards, overrides)
