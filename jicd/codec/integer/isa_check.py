@@ -14,6 +14,7 @@ really computed float32 differently. Used by the cross-ISA tests and by
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -215,6 +216,35 @@ def decode_file_latent(model, identity: dict, path: Path) -> dict:
         return {"latent": y_hat, "indices": torch.tensor(coded.index_check), "error": None}
     except UserError as err:
         return {"latent": None, "indices": None, "error": str(err)}
+
+
+@torch.inference_mode()
+def cross_device_round_trip(model, x: torch.Tensor, encoder: str, decoder: str) -> dict:
+    """Encode ``x (1, 3, H, W)`` with the integer path on one device, decode on another.
+
+    ``model`` carries an integer entropy model; copies of it are moved to ``encoder`` and
+    ``decoder`` (e.g. "cuda" and "cpu"). Returns ``{"bytes", "same_params", "same_latent",
+    "indices"}``: whether the decoder's ``h_s`` output and latent equal the encoder's, bit for
+    bit (the integer path's promise), and how many distinct CDF indices the image used.
+    """
+    sides = {}
+    for role, device in (("enc", encoder), ("dec", decoder)):
+        sides[role] = copy.deepcopy(model).to(device).integer_entropy
+    net = sides["enc"]
+    y, z = analysis_transforms(copy.deepcopy(model).to(encoder), x)
+    z_string, z_int = integer_coder.encode_z(net, z)
+    params = net.hyper_params(z_int)
+    string, y_int, check = integer_coder.encode_latent(net, y, params)
+    other = sides["dec"]
+    z_back = integer_coder.decode_z(other, z_string, tuple(z.shape[-2:]))
+    params_back = other.hyper_params(z_back)
+    y_back = integer_coder.decode_latent(other, string, params_back, check)
+    return {
+        "bytes": len(string) + len(z_string),
+        "same_params": torch.equal(params_back.cpu(), params.cpu()),
+        "same_latent": torch.equal(y_back.cpu(), y_int.cpu()),
+        "indices": int(replayed_indices(net, params, y_int).unique().numel()),
+    }
 
 
 if __name__ == "__main__":
