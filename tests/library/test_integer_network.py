@@ -68,6 +68,9 @@ def random_layer(layer: IntegerLayer, generator: torch.Generator) -> IntegerLaye
     mult = torch.randint(0, MULT_LIMIT, (2, out), generator=generator)
     # outputs of about 2**13: typical + 16 (multiplier) - 13 bits, ±2
     shift = (torch.randint(-2, 3, (2, out), generator=generator) + typical + 3).clamp(0, MAX_SHIFT)
+    # a negative branch with a smaller factor (a slope in [0, 1], as the format requires)
+    mult[1] = torch.minimum(mult[1], mult[0])
+    shift[1] = (shift[0] + torch.randint(0, 8, (out,), generator=generator)).clamp(max=MAX_SHIFT)
     if not layer.negative:
         mult[1], shift[1] = mult[0], shift[0]
     rescale = rescale_rows(mult[0], shift[0], mult[1], shift[1])
@@ -180,6 +183,13 @@ def test_payload_round_trip_and_refusals(net) -> None:
     bad = net.payload()
     bad["layers"]["head"][0][1]["rescale"] = bad["layers"]["head"][0][1]["rescale"] * 0 + 2**20
     with pytest.raises(UserError, match=r"head\.0 multipliers"):
+        IntegerEntropyModel.from_payload(bad)
+    bad = net.payload()
+    packed = bad["layers"]["hyper"][0][1]["rescale"]  # m⁺, s⁺, m⁻, s⁻: a slope above 1
+    bad["layers"]["hyper"][0][1]["rescale"] = torch.stack(
+        [packed[0], packed[1], packed[0] + 1, packed[1]]
+    )
+    with pytest.raises(UserError, match="negative slope exceeds 1"):
         IntegerEntropyModel.from_payload(bad)
     bad = net.payload()
     bad["layers"]["hyper"][1][1]["weight"] = bad["layers"]["hyper"][1][1]["weight"].float()

@@ -43,19 +43,17 @@ BIAS_LIMIT = 2**44  # |B| ≤ BIAS_LIMIT leaves ACC_LIMIT − BIAS_LIMIT > 2**45
 _MULT_BITS = 15  # multipliers normalised to [2**15, 2**16): 15 bits of relative precision
 
 
-def exact_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """``a @ b`` (or ``out + a @ b``) of integer-valued float64 matrices, exactly.
+def exact_matmul(a: Tensor, b: Tensor, start: Tensor | None = None) -> Tensor:
+    """``a @ b`` (or ``start + a @ b``) of integer-valued float64 matrices, exactly.
 
     Args:
         a: ``(P, K)`` float64, integers with ``|a| ≤ INT16_MAX``.
         b: ``(K, O)`` float64, integers with ``|b| ≤ INT16_MAX``.
-        out: optional ``(P, O)`` float64 integer accumulator added to (in place).
+        start: optional float64 integers added: ``(P, O)``, or ``(O,)`` (a bias, broadcast).
 
-    Exact while ``K · INT16_MAX² + |out|`` stays below ``2**53`` (module docstring).
+    Exact while ``K · INT16_MAX² + |start|`` stays below ``2**53`` (module docstring).
     """
-    if out is None:
-        return a @ b
-    return out.addmm_(a, b)
+    return a @ b if start is None else torch.addmm(start, a, b)
 
 
 def to_int(acc: Tensor) -> Tensor:
@@ -75,12 +73,17 @@ def requantize(acc: Tensor, rescale: Tensor, limit: int, negative: bool) -> Tens
 
     Returns:
         ``(..., O)`` int64 ``clamp((acc·m + half) >> s, ±limit)``: exact (module docstring).
+
+    The activation is computed as ``max(positive branch, negative branch)``, which equals
+    "the negative branch where ``acc < 0``" because the negative factor is the smaller one
+    (``m⁻/2**s⁻ ≤ m⁺/2**s⁺``, checked by :func:`check_layer_bounds`): both branches are
+    monotone, ``acc·r⁻ ≤ acc·r⁺`` for ``acc ≥ 0`` and ``≥`` for ``acc < 0``, and flooring
+    keeps the order. One ``maximum`` instead of a comparison and a select.
     """
     m_pos, half_pos, s_pos, m_neg, half_neg, s_neg = rescale.unbind(0)
     out = torch.bitwise_right_shift(acc * m_pos + half_pos, s_pos)
     if negative:
-        neg = torch.bitwise_right_shift(acc * m_neg + half_neg, s_neg)
-        out = torch.where(acc >= 0, out, neg)
+        out = torch.maximum(out, torch.bitwise_right_shift(acc * m_neg + half_neg, s_neg))
     return out.clamp_(-limit, limit)
 
 
@@ -153,3 +156,6 @@ def check_layer_bounds(name: str, weight: Tensor, bias: Tensor, rescale: Tensor)
         raise UserError(f"integer entropy model: {name} shifts outside [0, {MAX_SHIFT}]")
     if not torch.equal(rescale, rescale_rows(rescale[0], rescale[2], rescale[3], rescale[5])):
         raise UserError(f"integer entropy model: {name} rounding offsets are inconsistent")
+    rows = rescale[[0, 2, 3, 5]].tolist()  # Python ints: m·2**s can exceed int64
+    if any(mn << sp > mp << sn for mp, sp, mn, sn in zip(*rows, strict=True)):
+        raise UserError(f"integer entropy model: {name} negative slope exceeds 1")

@@ -72,6 +72,8 @@ class IntegerLayer(nn.Module):
         self.negative = not torch.equal(rescale[:3], rescale[3:])
         self.register_buffer("weight", weight.to(torch.float64))
         self.register_buffer("bias", bias.to(torch.int64))
+        # The bias starts the float64 accumulation (exact: |B| + fan-in·INT16_MAX² ≤ 2**46).
+        self.register_buffer("bias_f64", self.bias.to(torch.float64))
         self.register_buffer("rescale", rescale.to(torch.int64))
         ki = torch.tensor([t[0] for t in self.taps], dtype=torch.long)
         kj = torch.tensor([t[1] for t in self.taps], dtype=torch.long)
@@ -83,24 +85,24 @@ class IntegerLayer(nn.Module):
         """``(T·I, O)``: the taps matrix for rows laid out tap-major (``[tap0 chans, tap1 …]``)."""
         return self.taps_matrix.view(-1, self.taps_matrix.shape[-1])
 
-    def finish(self, acc: Tensor, bias: bool = True) -> Tensor:
-        """int64 accumulators ``(..., O)`` → activations ``(..., O)`` (adds the bias first)."""
-        return requantize(acc + self.bias if bias else acc, self.rescale, self.limit, self.negative)
+    def finish(self, acc: Tensor) -> Tensor:
+        """Accumulators ``(..., O)`` (float64 or int64, bias included) → int64 activations."""
+        return requantize(to_int(acc), self.rescale, self.limit, self.negative)
 
     def linear(self, rows: Tensor) -> Tensor:
         """``(P, T·I)`` integer-valued float64 rows → ``(P, O)`` int64 activations."""
-        return self.finish(to_int(exact_matmul(rows, self.flat)))
+        return self.finish(exact_matmul(rows, self.flat, self.bias_f64))
 
     def conv(self, x: Tensor) -> Tensor:
         """Channels-last ``(H, W, I)`` int64 → ``(H·r, W·r, O / r²)`` int64 (r = shuffle)."""
         height, width, channels = x.shape
         pad = self.kernel // 2
         padded = F.pad(x.to(torch.float64), (0, 0, pad, pad, pad, pad))
-        acc = None
+        acc = self.bias_f64.expand(height * width, -1)
         for (ki, kj), matrix in zip(self.taps, self.taps_matrix, strict=True):
             rows = padded[ki : ki + height, kj : kj + width].reshape(height * width, channels)
             acc = exact_matmul(rows, matrix, acc)
-        out = self.finish(to_int(acc)).view(height, width, -1)
+        out = self.finish(acc).view(height, width, -1)
         return pixel_shuffle_hwc(out, self.shuffle)
 
     def payload(self) -> dict[str, Tensor]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jicd.codec.integer.fixed_point import INT16_MAX, to_int
+from jicd.codec.integer.fixed_point import INT16_MAX, exact_matmul
 from jicd.codec.integer.layers import IntegerLayer
 from jicd.errors import UserError
 
@@ -104,11 +104,12 @@ class IntegerEntropyModel(nn.Module):
     def hyper_part(self, params: Tensor) -> Tensor:
         """The head's first layer on the ``params`` half of its input, bias included.
 
-        ``(P, 2M)`` int64 → ``(P, C1)`` int64 accumulators (computed once per image).
+        ``(P, 2M)`` int64 → ``(P, C1)`` float64 integer accumulators (once per image; exact:
+        the layer's whole sum stays below ``2**46``).
         """
         first = self.head[0]
         split = params.shape[1]
-        return to_int(params.to(torch.float64) @ first.flat[:split]) + first.bias
+        return exact_matmul(params.to(torch.float64), first.flat[:split], first.bias_f64)
 
     def predict(self, patches: Tensor, hyper_part: Tensor) -> tuple[Tensor, Tensor]:
         """Entropy parameters of ``P`` positions from their causal context.
@@ -116,7 +117,7 @@ class IntegerEntropyModel(nn.Module):
         Args:
             patches: ``(P, T·M)`` float64 (integer-valued, int16 range) clamped ``y_int`` of
                 the ``T`` causal taps, tap-major.
-            hyper_part: ``(P, C1)`` int64 rows of :meth:`hyper_part`.
+            hyper_part: ``(P, C1)`` float64 rows of :meth:`hyper_part`.
 
         Returns:
             ``(index (P, M) int32, mean (P, M) int64 at 2**y_bits)``.
@@ -124,8 +125,7 @@ class IntegerEntropyModel(nn.Module):
         ctx = self.context.linear(patches)
         first = self.head[0]
         split = first.flat.shape[0] - ctx.shape[1]
-        acc = hyper_part + to_int(ctx.to(torch.float64) @ first.flat[split:])
-        hidden = first.finish(acc, bias=False)
+        hidden = first.finish(exact_matmul(ctx.to(torch.float64), first.flat[split:], hyper_part))
         for layer in self.head[1:]:
             hidden = layer.linear(hidden.to(torch.float64))
         scales, means = hidden.split(self.latent_channels, dim=1)
