@@ -16,12 +16,13 @@ weights; prints bytes, the rate change and PSNR (vs the clean image) of each pat
 export is integerized first (``--calibration DIR``, default: the built-in generated images);
 an integerized export is used as it is. ``cross-isa``: encodes with the float and the integer
 path under ``ONEDNN_MAX_CPU_ISA=AVX2`` (1 thread) and decodes under ``SSE41`` (2 threads) and
-``ATEN_CPU_CAPABILITY=default`` (1 thread), in subprocesses; counts files decoded identically,
-refused (float path: index checksum) and wrong. ``gpu-drift``: the float path's CDF indices
-computed on the GPU (``h_s``, context and head on CUDA in float32, replaying the CPU encoder's
-latent) against the CPU's: the share of differing indices and of images with any (a file whose
-indices came from the GPU would be refused by a CPU decoder), with TF32 allowed (PyTorch's
-default for convolutions) and disabled.
+``ATEN_CPU_CAPABILITY=default`` (1 thread), in subprocesses; counts files decoded ``exact``
+(latent and indices bit for bit), ``close`` (same indices, latent within float noise: the float
+path's means), ``refused`` (float path: index checksum) and ``wrong``. ``gpu-drift``: the float
+path's CDF indices computed on the GPU (``h_s``, context and head on CUDA in float32,
+replaying the CPU encoder's latent) against the CPU's: the share of differing indices and of
+images with any (a file whose indices came from the GPU would be refused by a CPU decoder),
+with TF32 allowed (PyTorch's default for convolutions) and disabled.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def format_rate(row: dict) -> str:
 
 
 def cross_isa(args: argparse.Namespace) -> list[dict]:
-    """Files identical / refused / wrong per decoder setting, float and integer path."""
+    """Files exact / close / refused / wrong per decoder setting, float and integer path."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="jicd-isa-") as tmp:
         folder = Path(tmp)
@@ -178,7 +179,7 @@ def format_isa(row: dict) -> str:
     return (
         f"| {Path(row['checkpoint']).name} | {row['path']} | {row['set']} | {row['level']} | "
         f"{ENCODER.label()} → {row['decoder']} | {row['float32_differs']} | "
-        f"{row['identical']} | {row['refused']} | {row['wrong']} |"
+        f"{row['exact']} | {row['close']} | {row['refused']} | {row['wrong']} |"
     )
 
 
@@ -216,8 +217,9 @@ def index_drift(model, gpu, noisy: torch.Tensor) -> tuple[int, int]:
     z_hat = model.entropy_bottleneck.decompress(z_strings, z_shape)
     with single_thread():
         cpu = replay_indices(model, params, y_hat)
-    gpu_params = gpu.h_s(z_hat.cuda())
-    found = replay_indices(gpu, gpu_params, y_hat.cuda()).cpu()
+    device = next(gpu.parameters()).device
+    gpu_params = gpu.h_s(z_hat.to(device))
+    found = replay_indices(gpu, gpu_params, y_hat.to(device)).cpu()
     return int((found != cpu).sum()), cpu.numel()
 
 
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = rate(args)
     elif args.command == "cross-isa":
         print(table_head("export", "path", "set", "level", "encode → decode",
-                         "float32 differs", "identical", "refused", "wrong"))  # fmt: skip
+                         "float32 differs", "exact", "close", "refused", "wrong"))  # fmt: skip
         rows = cross_isa(args)
     else:
         rows = gpu_drift(args)

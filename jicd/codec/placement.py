@@ -1,4 +1,7 @@
-"""Where coding runs: transforms on the model's device, entropy parameters always on the CPU.
+"""Where coding runs: transforms on the model's device, float entropy parameters on the CPU.
+
+(The integer entropy path, :mod:`jicd.codec.integer`, needs none of this: its fixed-point
+arithmetic is the same on every device, so it runs on the model's.)
 
 The arithmetic decoder must derive *bit-identically* the CDF indices the encoder used. Those
 come from floating-point networks (``h_s``, the masked context convolution, the entropy

@@ -23,12 +23,15 @@ Bitstream (one string per image; the z string is CompressAI's ``entropy_bottlene
 CompressAI's 64-bit rANS (16-bit precision, bypass-coded tails, ``compressai.ans``) with the
 model's ``gaussian_conditional`` CDF tables; symbols in wavefront order ``t = 0, 1, …``, inside a
 wavefront by increasing row ``i``, and for each position its ``M`` channels in channel order.
-``y`` is ``4h × 4w`` for the transmitted z shape ``(h, w)``. The transforms run on the
-model's device, the entropy parameters always on the CPU (:mod:`jicd.codec.placement`), so a file
-encoded with a CUDA model decodes on a CPU; encoder and decoder must still share the CPU
-arithmetic (torch build, oneDNN ISA), which the CRC32 of the CDF indices in coding order
-(``compress``'s ``checks``, stored in the ``.jicd`` header) verifies on decode. The stream
-differs from CompressAI's serial one (other symbol order): decode with the coder that encoded.
+``y`` is ``4h × 4w`` for the transmitted z shape ``(h, w)``. On the float path the transforms
+run on the model's device, the entropy parameters always on the CPU
+(:mod:`jicd.codec.placement`), so a file encoded with a CUDA model decodes on a CPU; encoder and
+decoder must still share the CPU arithmetic (torch build, oneDNN ISA), which the CRC32 of the
+CDF indices in coding order (``compress``'s ``checks``, stored in the ``.jicd`` header) verifies
+on decode. The integer path (:mod:`jicd.codec.integer`, used when the model carries an integer
+entropy model) computes the entropy parameters in fixed point on the model's device instead,
+the same on every CPU and GPU. The stream differs from CompressAI's serial one (other symbol
+order): decode with the coder that encoded.
 Each image of a batch is coded on its own, so its stream never depends on the other images.
 """
 

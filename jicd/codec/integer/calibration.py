@@ -2,8 +2,9 @@
 
 The float model codes a few noisy images (what the codec is for); the largest magnitude of
 every tensor that the integer path represents (z_hat, each ``h_s`` stage, y, the context
-output, each head stage) sets that tensor's scale, with a margin of ``MARGIN`` (one bit of
-headroom: values beyond it are clamped, which only costs rate, never exactness).
+output, each head stage) sets its scale, per channel for the hidden activations and per tensor
+(a power of two) for ``y`` and ``z``, with a margin of ``MARGIN`` (one bit of headroom: values
+beyond it are clamped, which only costs rate, never exactness).
 Images come from a folder (``--calibration DIR``) or, without one, from a built-in seeded
 generator of photo-like content (gradients, edges, textures, blobs).
 """
@@ -26,6 +27,7 @@ from jicd.noise import noisy_at_level
 MARGIN = 2.0
 DEFAULT_IMAGES = 8
 MAX_SIDE = 512  # calibration crops: enough content, bounded time
+FLOOR_RATIO = 64  # a channel's scale is at most 64× finer than its tensor's
 NOISE_LEVELS = 4
 
 
@@ -90,21 +92,25 @@ def noisy_versions(images: list[Tensor]) -> list[Tensor]:
 
 
 class RangeRecorder:
-    """Largest magnitude seen per named tensor."""
+    """Largest magnitude seen per named ``(B, C, H, W)`` tensor: overall and per channel."""
 
     def __init__(self) -> None:
         self.peaks: dict[str, float] = {}
+        self.channel_peaks: dict[str, Tensor] = {}
 
     def see(self, name: str, value: Tensor) -> Tensor:
-        peak = float(value.detach().abs().max()) if value.numel() else 0.0
-        self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+        per_channel = value.detach().abs().amax(dim=(0, 2, 3)).to("cpu", torch.float64)
+        if name in self.channel_peaks:
+            per_channel = torch.maximum(per_channel, self.channel_peaks[name])
+        self.channel_peaks[name] = per_channel
+        self.peaks[name] = float(per_channel.max()) if per_channel.numel() else 0.0
         return value
 
 
 @torch.no_grad()
 def collect_ranges(
     model: nn.Module, hyper: list[Stage], head: list[Stage], images: list[Tensor]
-) -> dict[str, float]:
+) -> RangeRecorder:
     """Peaks of ``z``, ``hyper.i``, ``y``, ``context``, ``head.i`` over ``images``.
 
     Runs the float model image by image on its device; ``y_hat`` is approximated by
@@ -124,7 +130,7 @@ def collect_ranges(
         hidden = torch.cat((hidden, ctx), dim=1)
         for i, stage in enumerate(head):
             hidden = record.see(f"head.{i}", stage.forward(hidden))
-    return record.peaks
+    return record
 
 
 def fraction_bits(peak: float, margin: float = MARGIN, most: int = 24) -> int:
@@ -134,6 +140,11 @@ def fraction_bits(peak: float, margin: float = MARGIN, most: int = 24) -> int:
     return int(min(max(math.floor(math.log2(32767 / (margin * peak))), 0), most))
 
 
-def activation_scale(peak: float, margin: float = MARGIN) -> float:
-    """Real scale ``s`` mapping ``±margin·peak`` onto ``±INT16_MAX`` (peak floored at 1e-6)."""
-    return 32767 / (margin * max(peak, 1e-6))
+def activation_scales(channel_peaks: Tensor, margin: float = MARGIN) -> Tensor:
+    """Per-channel real scales ``s_c`` mapping ``±margin·peak_c`` onto ``±INT16_MAX``.
+
+    A channel's peak is floored at 1/64 of the tensor's (and at 1e-6), so a channel that was
+    nearly silent on the calibration images keeps 6 bits of headroom for other inputs.
+    """
+    floor = max(float(channel_peaks.max()) / FLOOR_RATIO, 1e-6) if channel_peaks.numel() else 1e-6
+    return 32767 / (margin * channel_peaks.clamp(min=floor))

@@ -10,7 +10,8 @@ channel) and output scale ``s_out`` (per output channel), all from calibration:
   :func:`~.fixed_point.fit_multiplier`; a LeakyReLU's negative branch is the pair for
   ``slope · s_out / g``.
 
-Activation scales map ``±2·peak`` (calibration peak, one bit of headroom) onto ``±INT16_MAX``;
+Activation scales map ``±2·peak`` (calibration peak per channel, one bit of headroom) onto
+``±INT16_MAX``;
 ``y`` and ``z`` use powers of two (``2**y_bits``, ``2**z_bits``) so that ``y_hat`` and ``z_hat``
 are exact binary fractions, and the predicted scales come out at ``2**SCALE_BITS``.
 """
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 
 from jicd.codec.integer.calibration import (
     MARGIN,
-    activation_scale,
+    RangeRecorder,
+    activation_scales,
     collect_ranges,
     fraction_bits,
 )
@@ -82,19 +84,19 @@ def _full(size: int, value: float) -> Tensor:
 
 
 def _stack_layers(
-    stages: list[Stage], peaks: dict[str, float], group: str, in_scale: Tensor, margin: float
-) -> tuple[list[IntegerLayer], float]:
-    """Quantise hidden stages; returns the layers and the last output scale."""
-    layers, scale = [], 0.0
+    stages: list[Stage], ranges: RangeRecorder, group: str, in_scale: Tensor, margin: float
+) -> tuple[list[IntegerLayer], Tensor]:
+    """Quantise hidden stages; returns the layers and the last output's per-channel scales."""
+    layers = []
     for i, stage in enumerate(stages):
-        scale = activation_scale(peaks[f"{group}.{i}"], margin)
-        out = _full(stage.conv.out_channels, scale)
+        scale = activation_scales(ranges.channel_peaks[f"{group}.{i}"], margin)
+        out = scale.repeat_interleave(stage.shuffle**2)  # conv channel c·r² + k → channel c
         layer = quantize_layer(
             stage.conv, in_scale, out, stage.slope, shuffle=stage.shuffle, name=f"{group}.{i}"
         )
         layers.append(layer)
-        in_scale = _full(stage.conv.out_channels // stage.shuffle**2, scale)
-    return layers, scale
+        in_scale = scale
+    return layers, in_scale
 
 
 def _tables(model: nn.Module, scale_bits: int) -> dict[str, Tensor]:
@@ -134,25 +136,19 @@ def integerize(
     context = model.context_prediction
     pad = context.kernel_size[0] // 2
     taps = [(di + pad, dj + pad) for di, dj in causal_taps(context)]
-    peaks = collect_ranges(model, hyper, head, images)
+    ranges = collect_ranges(model, hyper, head, images)
+    peaks = ranges.peaks
     z_bits, y_bits = fraction_bits(peaks["z"], margin), fraction_bits(peaks["y"], margin)
     hyper_layers, params_scale = _stack_layers(
-        hyper, peaks, "hyper", _full(hyper[0].conv.in_channels, 2.0**z_bits), margin
+        hyper, ranges, "hyper", _full(hyper[0].conv.in_channels, 2.0**z_bits), margin
     )
-    ctx_scale = activation_scale(peaks["context"], margin)
-    channels, ctx_channels = context.in_channels, context.out_channels
+    ctx_scale = activation_scales(ranges.channel_peaks["context"], margin)
+    channels = context.in_channels
     ctx_layer = quantize_layer(
-        context, _full(channels, 2.0**y_bits), _full(ctx_channels, ctx_scale), None,
-        taps=taps, name="context",
-    )  # fmt: skip
-    first_in = torch.cat(
-        [
-            _full(head[0].conv.in_channels - ctx_channels, params_scale),
-            _full(ctx_channels, ctx_scale),
-        ]
+        context, _full(channels, 2.0**y_bits), ctx_scale, None, taps=taps, name="context"
     )
-    head_layers, hidden_scale = _stack_layers(head[:-1], peaks, "head", first_in, margin)
-    last_in = _full(head[-1].conv.in_channels, hidden_scale) if head_layers else first_in
+    first_in = torch.cat([params_scale, ctx_scale])
+    head_layers, last_in = _stack_layers(head[:-1], ranges, "head", first_in, margin)
     out_scale = torch.cat([_full(channels, 2.0**SCALE_BITS), _full(channels, 2.0**y_bits)])
     head_layers.append(
         quantize_layer(head[-1].conv, last_in, out_scale, head[-1].slope, OUTPUT_LIMIT,
@@ -166,6 +162,7 @@ def integerize(
         "images": len(images),
         "margin": margin,
         "peaks": peaks,
+        "params_scale": params_scale.tolist(),
     }
     scalars = {"y_bits": y_bits, "z_bits": z_bits, "scale_bits": SCALE_BITS}
     return IntegerEntropyModel(hyper_layers, ctx_layer, head_layers, tables, scalars, record)
