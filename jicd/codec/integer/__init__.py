@@ -16,5 +16,6 @@ ICLR 2019). Modules:
 - ``convert``      float model → integer model (``jicd integerize``);
 - ``coder``        the wavefront coder's integer path (z and y streams);
 - ``export``       integerized exports: write, attach on load;
-- ``cli``          ``jicd integerize``.
+- ``cli``          ``jicd integerize``;
+- ``isa_check``    encode under one CPU setting / device, decode under others (tests, benchmarks).
 """
