@@ -6,6 +6,7 @@
     jicd evaluate --checkpoint runs/smoke/export/model.pt --dataset kodak=DIR --levels 1 2 3 4
     jicd report RESULTS_DIR
     jicd import-checkpoint RELEASED.pth.tar -o EXPORT.pt --quality 3
+    jicd integerize EXPORT.pt -o EXPORT-int.pt [--calibration DIR]
     jicd compress NOISY.png -o OUT.jicd --checkpoint CKPT
     jicd decompress OUT.jicd -o DENOISED.png --checkpoint CKPT
 
@@ -31,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "published checkpoint (CompressAI, ECCV'22, JICDCLS) -> export",
     ),
     "reproduce": ("trainer.reproduce.cli:main", "the paper's tables at tiny / cpu / paper scale"),
+    "integerize": (
+        "jicd.codec.integer.cli:main",
+        "export -> export with the integer entropy path (bit-exact on any device)",
+    ),
     "compress": ("jicd.codec.cli:compress_main", "encode a noisy image to a .jicd file"),
     "decompress": ("jicd.codec.cli:decompress_main", "decode a .jicd file to a denoised PNG"),
 }

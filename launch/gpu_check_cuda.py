@@ -259,6 +259,32 @@ def check_codec_gpu_to_cpu(ctx: Context) -> str:
     )
 
 
+def check_integer_codec_exact(ctx: Context) -> str:
+    """The integer entropy path derives the same integers on the GPU and the CPU: a file encoded
+    on either decodes on the other to the encoder's exact latent (docs/integer-entropy.md)."""
+    from compressai.models import Cheng2020Anchor
+
+    from jicd.codec.integer.calibration import generated_images, noisy_versions
+    from jicd.codec.integer.convert import integerize
+    from jicd.codec.integer.isa_check import cross_device_round_trip
+
+    ctx.need_gpus(1)
+    torch.manual_seed(0)
+    model = Cheng2020Anchor(128).eval()
+    x = torch.from_numpy(np.asarray(photo(256, 3))).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():  # a latent with many non-zero symbols, as a trained model has
+        gain = 6.0 / float(model.g_a(x).std())
+        model.g_a[-1].weight.mul_(gain)
+        model.g_a[-1].bias.mul_(gain)
+    model.update(force=True)
+    model.integer_entropy = integerize(model, noisy_versions(generated_images(2, 128)))
+    there = cross_device_round_trip(model, x, "cuda", "cpu")
+    back = cross_device_round_trip(model, x, "cpu", "cuda")
+    for result in (there, back):
+        assert result["same_params"] and result["same_latent"] and result["indices"] > 3, result
+    return f"{there['bytes']} B, {there['indices']} distinct indices; GPU->CPU and CPU->GPU exact"
+
+
 def cuda_checks() -> list:
     """The GPU lines in table order (imported late: gpu_check_train imports this module)."""
     from gpu_check_train import (
@@ -279,6 +305,7 @@ def cuda_checks() -> list:
         ("resume 3+3 vs 6", check_resume),
         ("train_multinode.sh + SIGUSR1", check_multinode_usr1),
         ("codec GPU-encode -> CPU-decode", check_codec_gpu_to_cpu),
+        ("integer entropy path GPU <-> CPU exact", check_integer_codec_exact),
         ("paper-scale step time", check_paper_scale),
     ]
 

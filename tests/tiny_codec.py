@@ -23,6 +23,21 @@ def make_export(path: Path, quality: int = 1, seed: int = 0) -> Path:
     return path
 
 
+@torch.no_grad()
+def make_lively_export(
+    path: Path, preset: str = "jicd", quality: int = 1, channels: int = TINY_CHANNELS, seed: int = 0
+) -> Path:
+    """:func:`make_export` with ``ga1``'s last layer scaled ×50: most latent symbols non-zero,
+    so the entropy parameters (and the CDF indices) vary from position to position."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(preset=preset, quality=quality, channels=channels)
+    model = build_model_from_config(cfg)
+    model.ga1[-1].weight.mul_(50.0)
+    model.ga1[-1].bias.mul_(50.0)
+    save_export(path, model, cfg)
+    return path
+
+
 def make_anchor_state_dict(path: Path, seed: int = 0) -> Path:
     """A plain CompressAI Cheng2020Anchor(N=16) state dict (the sequential comparator)."""
     torch.manual_seed(seed)

@@ -8,8 +8,11 @@
     decompress(model, strings, shape) -> {"x_hat": (B, 3, H, W) in [0, 1]}
 
 Their y bitstreams differ (different symbol order), so decode with the coder that encoded.
-The wavefront coder accepts a model on any device (entropy parameters on the CPU:
-:mod:`jicd.codec.placement`); the serial coder refuses a model that is not on the CPU.
+The wavefront coder accepts a model on any device: its float path computes the entropy
+parameters on the CPU (:mod:`jicd.codec.placement`); its integer path, used when the model
+carries an integer entropy model (``jicd integerize``), in fixed point on the model's device,
+bit-identically everywhere (:mod:`jicd.codec.integer`). The serial coder refuses a model that
+is not on the CPU.
 """
 
 from __future__ import annotations

@@ -16,22 +16,37 @@ class SerialCoder:
     name = "serial"
 
     @torch.inference_mode()
-    def compress(self, model: nn.Module, x: Tensor) -> dict:
-        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only)."""
+    def compress(self, model: nn.Module, x: Tensor, entropy: str | None = None) -> dict:
+        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only).
+
+        Always the float entropy path (CompressAI's reference), whatever the export carries.
+        """
+        _refuse_integer(entropy)
         refuse_off_cpu(model, self.name)
-        return model.compress(x)
+        return {**model.compress(x), "entropy": "float"}
 
     @torch.inference_mode()
     def decompress(
-        self, model: nn.Module, strings: list, shape, checks: list[int] | None = None
+        self,
+        model: nn.Module,
+        strings: list,
+        shape,
+        checks: list[int] | None = None,
+        entropy: str | None = None,
     ) -> dict:
         """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``.
 
-        ``checks`` is accepted for the common interface; CompressAI's loop exposes no indices
-        to verify, so serial files carry none.
+        ``checks`` and ``entropy`` are accepted for the common interface; CompressAI's loop
+        exposes no indices to verify, so serial files carry none, and it has no integer path.
         """
+        _refuse_integer(entropy)
         refuse_off_cpu(model, self.name)
         return model.decompress(strings, shape)
+
+
+def _refuse_integer(entropy: str | None) -> None:
+    if entropy not in (None, "float"):
+        raise UserError(f"the serial coder codes the float entropy path only, not {entropy!r}")
 
 
 CODERS = {"wavefront": WavefrontCoder, "serial": SerialCoder}

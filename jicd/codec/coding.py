@@ -33,7 +33,7 @@ def compress_image(model, identity: dict, x: torch.Tensor, coder_name: str) -> C
         padded_size=(padded.shape[-2], padded.shape[-1]),
         latent_shape=tuple(int(v) for v in encoded["shape"]),
         streams=(y_strings[0], z_strings[0]),
-        **jicd_format.decode_requirements(encoded),  # decode device, torch, index checksum
+        **jicd_format.decode_requirements(encoded),  # device, entropy path, torch, index CRC
     )
 
 
@@ -58,7 +58,10 @@ def decompress_image(model, coded: CodedImage) -> torch.Tensor:
     """Decode a checked :class:`CodedImage` to (1, 3, H, W) in [0, 1] at its original size."""
     strings = [[stream] for stream in coded.streams]
     coder = get_coder(coded.coder)
-    x_hat = coder.decompress(model, strings, coded.latent_shape, checks=coded.checks)["x_hat"]
+    decoded = coder.decompress(
+        model, strings, coded.latent_shape, checks=coded.checks, entropy=coded.entropy
+    )
+    x_hat = decoded["x_hat"]
     return crop_to(x_hat.clamp(0, 1), *coded.original_size)
 
 

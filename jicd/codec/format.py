@@ -4,14 +4,15 @@ Layout (all integers big-endian, no alignment)::
 
     offset  size  field
     0       4     magic            b"JICD"
-    4       2     format version   uint16, currently 2 (1 is still read)
+    4       2     format version   uint16: 2 (float entropy path) or 3 (integer path); 1 is read
     6       1     len(arch)        uint8, then `arch` as UTF-8 (e.g. "jicd", "cheng2020-anchor")
     .       1     quality          uint8 (0 = unknown, e.g. a plain anchor state dict)
     .       2     channels N       uint16
     .       32    weights sha256   raw digest of the model weights (``identity["weights_sha256"]``)
     .       1     len(coder)       uint8, then the coder name as UTF-8 ("wavefront" or "serial")
     .       1     len(device)      v2: uint8, then where decoding must compute the entropy
-                                   parameters, as UTF-8 ("cpu")
+                                   parameters, as UTF-8 ("cpu"; "any" in v3)
+    .       1     len(entropy)     v3: uint8, then the entropy path as UTF-8 ("integer")
     .       1     len(torch)       v2: uint8, then the encoder's torch version, as UTF-8
     .       1     has check        v2: uint8, 1 when the next field is a checksum
     .       4     index check      v2: uint32 CRC32 of the y stream's CDF indices in coding order
@@ -45,10 +46,12 @@ from jicd.errors import UserError
 from jicd.files import write_bytes_atomic
 
 MAGIC = b"JICD"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-# Where this build computes entropy parameters for decoding (jicd.codec.placement).
+FORMAT_VERSION = 2  # float entropy path
+INTEGER_VERSION = 3  # integer entropy path (jicd.codec.integer)
+READABLE_VERSIONS = (1, 2, 3)
+# Where this build computes float entropy parameters for decoding (jicd.codec.placement).
 DECODE_DEVICE = "cpu"
+ANY_DEVICE = "any"  # integer entropy parameters: the same on every device
 _SHA256_BYTES = 32
 _CRC = struct.Struct(">I")
 
@@ -70,6 +73,7 @@ class CodedImage:
         decode_device: Where decoding must compute the entropy parameters ("cpu").
         encoder_torch: torch version of the encoder ("" in version-1 files).
         index_check: CRC32 of the y stream's CDF indices (None: not recorded, e.g. serial).
+        entropy: "float" (versions 1-2) or "integer" (version 3) entropy path.
     """
 
     arch: str
@@ -84,6 +88,7 @@ class CodedImage:
     decode_device: str = DECODE_DEVICE
     encoder_torch: str = ""
     index_check: int | None = None
+    entropy: str = "float"
 
     @property
     def checks(self) -> list[int] | None:
@@ -108,14 +113,16 @@ def encode(image: CodedImage) -> bytes:
     digest = bytes.fromhex(image.weights_sha256)
     if len(digest) != _SHA256_BYTES:
         raise UserError("weights_sha256 must be a 64-character hex digest")
+    integer = image.entropy == "integer"
     parts = [
         MAGIC,
-        struct.pack(">H", FORMAT_VERSION),
+        struct.pack(">H", INTEGER_VERSION if integer else FORMAT_VERSION),
         _pack_text(image.arch),
         struct.pack(">BH", image.quality, image.channels),
         digest,
         _pack_text(image.coder),
         _pack_text(image.decode_device),
+        *([_pack_text(image.entropy)] if integer else []),
         _pack_text(image.encoder_torch),
         struct.pack(">BI", image.index_check is not None, image.index_check or 0),
         struct.pack(">6I", *image.original_size, *image.padded_size, *image.latent_shape),
@@ -167,12 +174,14 @@ def _check_envelope(data: bytes) -> tuple[int, bytes]:
 
 
 def decode_requirements(encoded: dict) -> dict:
-    """The version-2 header fields for a coder's ``compress`` output (``CodedImage(**…)``)."""
+    """The version-2/3 header fields for a coder's ``compress`` output (``CodedImage(**…)``)."""
     checks = encoded.get("checks")
+    entropy = encoded.get("entropy", "float")
     return {
-        "decode_device": DECODE_DEVICE,
+        "decode_device": ANY_DEVICE if entropy == "integer" else DECODE_DEVICE,
         "encoder_torch": torch.__version__,
         "index_check": None if checks is None else int(checks[0]),
+        "entropy": entropy,
     }
 
 
@@ -189,12 +198,19 @@ def decode(data: bytes) -> CodedImage:
     quality, channels = reader.unpack(">BH")
     weights_sha256 = reader.take(_SHA256_BYTES).hex()
     coder = reader.text()
-    decode_device, encoder_torch, index_check = DECODE_DEVICE, "", None
+    decode_device, encoder_torch, index_check, entropy = DECODE_DEVICE, "", None, "float"
     if version >= 2:
-        decode_device, encoder_torch = reader.text(), reader.text()
+        decode_device = reader.text()
+        entropy = reader.text() if version >= INTEGER_VERSION else entropy
+        encoder_torch = reader.text()
         has_check, check = reader.unpack(">BI")
         index_check = check if has_check else None
-    if decode_device != DECODE_DEVICE:
+    if version >= INTEGER_VERSION and (entropy != "integer" or decode_device != ANY_DEVICE):
+        raise UserError(
+            f"unsupported .jicd entropy path {entropy!r} on {decode_device!r} (this build "
+            "reads the integer path on any device)"
+        )
+    if version < INTEGER_VERSION and decode_device != DECODE_DEVICE:
         raise UserError(
             f"this .jicd file needs its entropy parameters computed on {decode_device!r} "
             f"(encoded with torch {encoder_torch or 'unknown'}); this build decodes on "
@@ -219,6 +235,7 @@ def decode(data: bytes) -> CodedImage:
         decode_device=decode_device,
         encoder_torch=encoder_torch,
         index_check=index_check,
+        entropy=entropy,
     )
 
 

@@ -1,4 +1,7 @@
-"""Where coding runs: transforms on the model's device, entropy parameters always on the CPU.
+"""Where coding runs: transforms on the model's device, float entropy parameters on the CPU.
+
+(The integer entropy path, :mod:`jicd.codec.integer`, needs none of this: its fixed-point
+arithmetic is the same on every device, so it runs on the model's.)
 
 The arithmetic decoder must derive *bit-identically* the CDF indices the encoder used. Those
 come from floating-point networks (``h_s``, the masked context convolution, the entropy
@@ -18,7 +21,7 @@ import copy
 import weakref
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from jicd.errors import UserError
 
@@ -31,6 +34,8 @@ ENTROPY_MODULES = (
     "entropy_parameters",
 )
 ENTROPY_DEVICE = torch.device("cpu")
+# Spatial factor between the hyper-latent z and the latent y in Cheng2020/Minnen2018 models.
+HYPER_SCALE = 4
 
 
 class EntropySide(nn.Module):
@@ -101,3 +106,22 @@ def refuse_off_cpu(model: nn.Module, coder: str) -> None:
             "which a CPU decoder cannot reproduce: move the model to the CPU, or use the "
             "wavefront coder (transforms on the GPU, entropy parameters on the CPU)"
         )
+
+
+def analysis_transforms(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``y = g_a(x)`` and ``z = h_a(y)`` on the model's device (what both entropy paths code).
+
+    Args:
+        x: ``(B, 3, H, W)`` images (any device), ``H`` and ``W`` multiples of 64.
+
+    Returns:
+        ``(y (B, M, H/16, W/16), z (B, N, H/64, W/64))`` on the model's device.
+
+    Raises:
+        UserError: if the image size is not a multiple of 64, or the model has no weights.
+    """
+    y = model.g_a(x.to(model_device(model)))
+    z = model.h_a(y)
+    if tuple(y.shape[-2:]) != tuple(HYPER_SCALE * s for s in z.shape[-2:]):
+        raise UserError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
+    return y, z

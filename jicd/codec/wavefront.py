@@ -23,25 +23,29 @@ Bitstream (one string per image; the z string is CompressAI's ``entropy_bottlene
 CompressAI's 64-bit rANS (16-bit precision, bypass-coded tails, ``compressai.ans``) with the
 model's ``gaussian_conditional`` CDF tables; symbols in wavefront order ``t = 0, 1, …``, inside a
 wavefront by increasing row ``i``, and for each position its ``M`` channels in channel order.
-``y`` is ``4h × 4w`` for the transmitted z shape ``(h, w)``. The transforms run on the
-model's device, the entropy parameters always on the CPU (:mod:`jicd.codec.placement`), so a file
-encoded with a CUDA model decodes on a CPU; encoder and decoder must still share the CPU
-arithmetic (torch build, oneDNN ISA), which the CRC32 of the CDF indices in coding order
-(``compress``'s ``checks``, stored in the ``.jicd`` header) verifies on decode. The stream
-differs from CompressAI's serial one (other symbol order): decode with the coder that encoded.
+``y`` is ``4h × 4w`` for the transmitted z shape ``(h, w)``. On the float path the transforms
+run on the model's device, the entropy parameters always on the CPU
+(:mod:`jicd.codec.placement`), so a file encoded with a CUDA model decodes on a CPU; encoder and
+decoder must still share the CPU arithmetic (torch build, oneDNN ISA), which the CRC32 of the
+CDF indices in coding order (``compress``'s ``checks``, stored in the ``.jicd`` header) verifies
+on decode. The integer path (:mod:`jicd.codec.integer`, used when the model carries an integer
+entropy model) computes the entropy parameters in fixed point on the model's device instead,
+the same on every CPU and GPU. The stream differs from CompressAI's serial one (other symbol
+order): decode with the coder that encoded.
 Each image of a batch is coded on its own, so its stream never depends on the other images.
 """
 
 from __future__ import annotations
 
-import zlib
 from array import array
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
 
-from jicd.codec.placement import ENTROPY_DEVICE, entropy_side, model_device
+from jicd.codec.integer import coder as integer_coder
+from jicd.codec.placement import ENTROPY_DEVICE, analysis_transforms, entropy_side, model_device
+from jicd.codec.rans import INDEX_MISMATCH, CdfTables, check_streams, index_crc, int_list
 from jicd.codec.schedule import (
     WavefrontNet,
     WavefrontSchedule,
@@ -51,38 +55,6 @@ from jicd.codec.schedule import (
 )
 from jicd.distributed import single_thread
 from jicd.errors import UserError
-
-# Spatial factor between the hyper-latent z and the latent y in Cheng2020/Minnen2018 models.
-HYPER_SCALE = 4
-
-
-class _CdfTables:
-    """The model's Gaussian CDF tables as Python lists, rows trimmed to their length.
-
-    rANS calls convert the tables on every call; passing only the rows up to the largest index
-    of a wavefront (small scales have short rows) keeps that cost small.
-    """
-
-    def __init__(self, gaussian: nn.Module) -> None:
-        lengths = gaussian.cdf_length.tolist()
-        table = gaussian.quantized_cdf
-        self.cdfs = [table[row, :n].tolist() for row, n in enumerate(lengths)]
-        self.lengths = lengths
-        self.offsets = gaussian.offset.tolist()
-
-    def prefix(self, max_index: int) -> tuple[list, list[int], list[int]]:
-        n = max_index + 1
-        return self.cdfs[:n], self.lengths[:n], self.offsets[:n]
-
-
-def _int_list(values: Tensor) -> list[int]:
-    """Flattened Python list for the rANS bindings (via NumPy: ~3x faster than ``tolist``)."""
-    return values.cpu().numpy().ravel().tolist()
-
-
-def _index_crc(index: Tensor, crc: int) -> int:
-    """CRC32 of the int32 CDF indices ``index`` (little-endian), continuing ``crc``."""
-    return zlib.crc32(index.numpy().astype("<i4", copy=False).tobytes(), crc)
 
 
 @torch.inference_mode()
@@ -121,12 +93,12 @@ def encode_latent_checked(model: nn.Module, y: Tensor, params: Tensor) -> tuple[
             grid.index_copy_(0, net.schedule.padded[span], symbol + means)
             symbols.append(symbol)
             indexes.append(index)
-            crc = _index_crc(index, crc)
-    tables = _CdfTables(side.gaussian_conditional)
+            crc = index_crc(index, crc)
+    tables = CdfTables.of(side.gaussian_conditional)
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(
-        _int_list(torch.cat(symbols).int()),
-        _int_list(torch.cat(indexes)),
+        int_list(torch.cat(symbols).int()),
+        int_list(torch.cat(indexes)),
         tables.cdfs,
         tables.lengths,
         tables.offsets,
@@ -150,7 +122,7 @@ def decode_latent(
         UserError: ``check`` given and this machine derived other indices than the encoder.
     """
     side = entropy_side(model)
-    tables = _CdfTables(side.gaussian_conditional)
+    tables = CdfTables.of(side.gaussian_conditional)
     decoder = RansDecoder()
     decoder.set_stream(string)
     crc = 0
@@ -159,18 +131,14 @@ def decode_latent(
         grid = net.new_grid(ENTROPY_DEVICE)
         for step in range(len(net.schedule.bounds) - 1):
             index, means, span = net.predict(grid, step)
-            crc = _index_crc(index, crc)
+            crc = index_crc(index, crc)
             cdfs = tables.prefix(int(index.max()))
-            values = decoder.decode_stream(_int_list(index), *cdfs)
+            values = decoder.decode_stream(int_list(index), *cdfs)
             # array → frombuffer is ~5x faster than torch.tensor(list) for a few thousand ints.
             symbol = torch.frombuffer(array("f", values), dtype=torch.float32).to(means)
             grid.index_copy_(0, net.schedule.padded[span], symbol.view_as(means) + means)
     if check is not None and crc != check:
-        raise UserError(
-            "this machine computes other entropy parameters than the encoder did (checksum of "
-            "the CDF indices differs), so the decoded image would be wrong: decode with the "
-            "torch build and CPU type that encoded the file"
-        )
+        raise UserError(INDEX_MISMATCH)
     return net.to_latent(grid)
 
 
@@ -203,10 +171,7 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
         UserError: if the image size is not a multiple of 64, or the model has no weights.
     """
     side = entropy_side(model)
-    y = model.g_a(x.to(model_device(model)))
-    z = model.h_a(y)
-    if tuple(y.shape[-2:]) != tuple(HYPER_SCALE * s for s in z.shape[-2:]):
-        raise UserError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
+    y, z = analysis_transforms(model, x)
     y, z = y.to(ENTROPY_DEVICE), z.to(ENTROPY_DEVICE)
     z_strings = side.entropy_bottleneck.compress(z)
     z_hat = side.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
@@ -214,14 +179,23 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
 
 
 class WavefrontCoder:
-    """Wavefront-parallel replacement of CompressAI's ``model.compress/decompress``."""
+    """Wavefront-parallel replacement of CompressAI's ``model.compress/decompress``.
+
+    Two entropy paths share the schedule: ``"float"`` (this module: float32 entropy parameters
+    on a CPU copy, one thread) and ``"integer"`` (:mod:`jicd.codec.integer.coder`: fixed point on
+    the model's device, the same bits everywhere). ``entropy=None`` takes the integer path when
+    the model carries an integer entropy model (an integerized export), else the float one.
+    """
 
     name = "wavefront"
 
     @torch.inference_mode()
-    def compress(self, model: nn.Module, x: Tensor) -> dict:
+    def compress(self, model: nn.Module, x: Tensor, entropy: str | None = None) -> dict:
         """Encode ``x (B, 3, H, W)`` → ``{"strings": [y_strings, z_strings], "shape": (h, w),
-        "checks": [CRC32 of each image's CDF indices]}`` (``checks`` go into the file header)."""
+        "checks": [CRC32 of each image's CDF indices], "entropy": "float" | "integer"}``
+        (``checks`` and ``entropy`` go into the file header)."""
+        if integer_coder.entropy_path(model, entropy) == "integer":
+            return integer_coder.compress(model, x)
         y, z_strings, z_shape, params = analyse(model, x)
         coded = [
             encode_latent_checked(model, y[i : i + 1], params[i : i + 1]) for i in range(len(y))
@@ -231,23 +205,27 @@ class WavefrontCoder:
             "strings": [y_strings, z_strings],
             "shape": z_shape,
             "checks": [check for _, _, check in coded],
+            "entropy": "float",
         }
 
     @torch.inference_mode()
     def decompress(
-        self, model: nn.Module, strings: list, shape, checks: list[int] | None = None
+        self,
+        model: nn.Module,
+        strings: list,
+        shape,
+        checks: list[int] | None = None,
+        entropy: str | None = None,
     ) -> dict:
         """Decode ``compress``'s output → ``{"x_hat": (B, 3, H, W) in [0, 1], on the CPU}``.
 
         ``checks`` (from ``compress``) make a decoder that derives other CDF indices raise a
-        :class:`UserError` instead of returning a wrong image.
+        :class:`UserError` instead of returning a wrong image; ``entropy`` must be the path
+        that encoded (``compress``'s ``"entropy"``; None: the model's default, as there).
         """
-        if not (isinstance(strings, list | tuple) and len(strings) == 2):
-            raise UserError("strings must be [y_strings, z_strings]")
-        if len(strings[0]) != len(strings[1]):
-            raise UserError(f"{len(strings[0])} y strings but {len(strings[1])} z strings")
-        if checks is not None and len(checks) != len(strings[0]):
-            raise UserError(f"{len(checks)} checks for {len(strings[0])} images")
+        check_streams(strings, checks)
+        if integer_coder.entropy_path(model, entropy) == "integer":
+            return integer_coder.decompress(model, strings, shape, checks)
         side = entropy_side(model)
         z_hat = side.entropy_bottleneck.decompress(strings[1], shape)
         params = hyper_params(side, z_hat)

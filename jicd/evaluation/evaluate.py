@@ -153,6 +153,7 @@ def code_and_score(
         "bpp-estimate": estimated_bpp(model, codec_input),
         "encoding_time": enc_time,
         "decoding_time": dec_time,
+        "entropy": enc.get("entropy", "float"),  # integer path when the export carries one
     }
     return (scores, dec["x_hat"].clamp(0, 1)) if keep_image else scores
 

@@ -28,6 +28,7 @@ import torch
 from compressai.models import Cheng2020Anchor
 from torch import Tensor, nn
 
+from jicd.codec.integer.export import INTEGER_KEY, attach
 from jicd.config import from_dict
 from jicd.errors import UserError
 from jicd.files import torch_save_atomic
@@ -121,8 +122,10 @@ def load_for_inference(
 
     Returns:
         ``(model, identity)``: the model after ``update(force=True)`` and ``eval()``, on
-        ``map_location``; ``identity = {"arch", "quality", "channels", "weights_sha256"}``
-        (``quality`` is None for a plain Cheng2020Anchor, whose N fits three qualities).
+        ``map_location``; ``identity = {"arch", "quality", "channels", "weights_sha256",
+        "entropy"}`` (``quality`` is None for a plain Cheng2020Anchor, whose N fits three
+        qualities; ``entropy`` is "integer" for an integerized export, whose integer entropy
+        model is attached as ``model.integer_entropy``, else "float").
 
     Raises:
         ValueError: one line, when the file is missing, unreadable or of an unknown kind.
@@ -132,9 +135,13 @@ def load_for_inference(
     except OSError as err:
         raise UserError(f"cannot read model file {path}: {err.strerror}") from None
     payload = _torch_load(io.BytesIO(raw), f"model file {path}")
+    entropy = "float"
     if isinstance(payload, dict) and "format" in payload:
         model, cfg = _model_from_export(payload, path)
         identity = {"arch": cfg.arch_name(), "quality": cfg.quality, "channels": model.N}
+        if payload.get(INTEGER_KEY) is not None:
+            attach(model, payload[INTEGER_KEY], str(path))
+            entropy = "integer"
     elif (found := detect_format(payload)) in LAYOUTS:
         raise UserError(
             f"{path} is a {LAYOUTS[found].title} checkpoint: convert it once with "
@@ -144,6 +151,7 @@ def load_for_inference(
         model = _anchor_from_state_dict(payload, path)
         identity = {"arch": ANCHOR_ARCH, "quality": None, "channels": model.N}
     identity["weights_sha256"] = hashlib.sha256(raw).hexdigest()
+    identity["entropy"] = entropy
     model.update(force=True)
     return model.to(map_location).eval(), identity
 
@@ -248,6 +256,22 @@ def _resolve_format(payload: Any, fmt: str, where: str) -> str:
             "ECCV'22 baseline or JICDCLS state dict nor a jicd export); choose --format"
         )
     return found
+
+
+def read_export(path: str | Path) -> tuple[dict, JointDenoisingCodec, ModelConfig]:
+    """``(payload, model, config)`` of a jicd export file, weights and CDF tables as stored.
+
+    Raises:
+        UserError: one line, when the file is unreadable or not a jicd export.
+    """
+    payload = _torch_load(path, f"export {path}")
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise UserError(
+            f"{path} is not a jicd export (convert a published checkpoint first with "
+            "'jicd import-checkpoint')"
+        )
+    model, cfg = _model_from_export(payload, path)
+    return payload, model, cfg
 
 
 def _model_from_export(payload: Any, path: str | Path) -> tuple[JointDenoisingCodec, ModelConfig]:

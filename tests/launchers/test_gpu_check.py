@@ -25,6 +25,7 @@ GPU_LINES = (
     "resume 3+3 vs 6",
     "train_multinode.sh + SIGUSR1",
     "codec GPU-encode -> CPU-decode",
+    "integer entropy path GPU <-> CPU exact",
     "paper-scale step time",
 )
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU behaviour of the check")

@@ -77,8 +77,8 @@ def test_format_rejects_every_truncation_and_bit_flip():
 
 def test_format_rejects_other_versions():
     data = bytearray(jicd_format.encode(_coded_example()))
-    data[5] = 3
-    with pytest.raises(ValueError, match="version 3"):
+    data[5] = 4
+    with pytest.raises(ValueError, match="version 4"):
         jicd_format.decode(bytes(data))
 
 

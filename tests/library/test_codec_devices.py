@@ -118,7 +118,12 @@ def test_header_records_what_decoding_needs() -> None:
     serial = coded_example(coder="serial", index_check=None)
     assert jicd_format.decode(jicd_format.encode(serial)).checks is None
     fields = jicd_format.decode_requirements({"checks": [7]})
-    assert fields == {"decode_device": "cpu", "encoder_torch": torch.__version__, "index_check": 7}
+    assert fields == {
+        "decode_device": "cpu",
+        "encoder_torch": torch.__version__,
+        "index_check": 7,
+        "entropy": "float",
+    }
 
 
 def test_file_needing_another_decode_device_is_refused() -> None:

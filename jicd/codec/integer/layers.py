@@ -1,0 +1,156 @@
+"""One fixed-point layer of the integer entropy path: convolution, rescale, activation, shuffle.
+
+A layer computes, per output channel ``o`` (integers only; :mod:`.fixed_point` says why the
+result is the same on every device)::
+
+    acc[o] = Σ_{taps, i} W[o, i, tap] · x[i at tap] + B[o]          |acc| ≤ 2**46
+    y[o]   = clamp((acc · m + 2**(s-1)) >> s, ±limit)               (m, s) = (m⁻, s⁻) if acc < 0
+
+followed by an optional pixel shuffle (CompressAI's ``subpel_conv3x3``). The convolution is a
+sum of one plain float64 GEMM per kernel tap over a zero-padded channels-last copy of the
+input: no convolution kernel (and so no Winograd or FFT algorithm) is involved.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jicd.codec.integer.fixed_point import (
+    check_layer_bounds,
+    exact_matmul,
+    requantize,
+    rescale_rows,
+    to_int,
+)
+from jicd.errors import UserError
+
+# What a layer stores in an export: int16 weights (O, I, k, k), int64 bias (O,) and int64
+# rescale (4, O) = m⁺, s⁺, m⁻, s⁻; the rounding offsets are derived on load.
+PAYLOAD_KEYS = ("weight", "bias", "rescale")
+
+
+class IntegerLayer(nn.Module):
+    """A stride-1, zero-padded ``k×k`` convolution (or 1×1 = a linear map over channels).
+
+    Args:
+        weight: ``(O, I, k, k)`` integer-valued tensor in the int16 range.
+        bias: ``(O,)`` int64 (accumulator units).
+        rescale: ``(6, O)`` int64 of :func:`.fixed_point.rescale_rows`.
+        limit: output clamp (``INT16_MAX``, or ``OUTPUT_LIMIT`` for the last layer).
+        shuffle: pixel-shuffle factor applied after the activation (1: none).
+        taps: ``(ki, kj)`` kernel positions that are used (default: all; the masked context
+            convolution uses its causal ones).
+        name: for error messages.
+
+    Buffers: ``weight`` float64 as given, ``bias``, ``rescale`` and ``taps_matrix``
+    ``(T, I, O)`` float64 (one ``I×O`` matrix per used tap), all on the module's device.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor,
+        rescale: Tensor,
+        limit: int,
+        shuffle: int = 1,
+        taps: list[tuple[int, int]] | None = None,
+        name: str = "layer",
+    ) -> None:
+        super().__init__()
+        out_channels, _, kh, kw = weight.shape
+        if kh != kw or kh % 2 == 0 or bias.shape != (out_channels,):
+            raise UserError(f"integer entropy model: {name} has inconsistent shapes")
+        if rescale.shape != (6, out_channels) or out_channels % (shuffle * shuffle):
+            raise UserError(f"integer entropy model: {name} has inconsistent shapes")
+        check_layer_bounds(name, weight, bias, rescale)
+        self.name, self.limit, self.shuffle, self.kernel = name, int(limit), int(shuffle), kh
+        self.taps = [(ki, kj) for ki in range(kh) for kj in range(kw)] if taps is None else taps
+        if any(not (0 <= ki < kh and 0 <= kj < kw) for ki, kj in self.taps):
+            raise UserError(f"integer entropy model: {name} taps outside the kernel")
+        self.negative = not torch.equal(rescale[:3], rescale[3:])
+        self.register_buffer("weight", weight.to(torch.float64))
+        self.register_buffer("bias", bias.to(torch.int64))
+        # The bias starts the float64 accumulation (exact: |B| + fan-in·INT16_MAX² ≤ 2**46).
+        self.register_buffer("bias_f64", self.bias.to(torch.float64))
+        self.register_buffer("rescale", rescale.to(torch.int64))
+        ki = torch.tensor([t[0] for t in self.taps], dtype=torch.long)
+        kj = torch.tensor([t[1] for t in self.taps], dtype=torch.long)
+        matrix = self.weight[:, :, ki, kj].permute(2, 1, 0).contiguous()  # (T, I, O)
+        self.register_buffer("taps_matrix", matrix)
+
+    @property
+    def flat(self) -> Tensor:
+        """``(T·I, O)``: the taps matrix for rows laid out tap-major (``[tap0 chans, tap1 …]``)."""
+        return self.taps_matrix.view(-1, self.taps_matrix.shape[-1])
+
+    def finish(self, acc: Tensor) -> Tensor:
+        """Accumulators ``(..., O)`` (float64 or int64, bias included) → int64 activations."""
+        return requantize(to_int(acc), self.rescale, self.limit, self.negative)
+
+    def linear(self, rows: Tensor) -> Tensor:
+        """``(P, T·I)`` integer-valued float64 rows → ``(P, O)`` int64 activations."""
+        return self.finish(exact_matmul(rows, self.flat, self.bias_f64))
+
+    def conv(self, x: Tensor) -> Tensor:
+        """Channels-last ``(H, W, I)`` int64 → ``(H·r, W·r, O / r²)`` int64 (r = shuffle)."""
+        height, width, channels = x.shape
+        pad = self.kernel // 2
+        padded = F.pad(x.to(torch.float64), (0, 0, pad, pad, pad, pad))
+        acc = self.bias_f64.expand(height * width, -1)
+        for (ki, kj), matrix in zip(self.taps, self.taps_matrix, strict=True):
+            rows = padded[ki : ki + height, kj : kj + width].reshape(height * width, channels)
+            acc = exact_matmul(rows, matrix, acc)
+        out = self.finish(acc).view(height, width, -1)
+        return pixel_shuffle_hwc(out, self.shuffle)
+
+    def payload(self) -> dict[str, Tensor]:
+        """The exported tensors (int16 weights, int64 bias, int64 ``m⁺, s⁺, m⁻, s⁻``)."""
+        return {
+            "weight": self.weight.to(torch.int16).cpu(),
+            "bias": self.bias.cpu(),
+            "rescale": self.rescale[[0, 2, 3, 5]].cpu(),
+        }
+
+    @classmethod
+    def from_payload(cls, tensors: dict, spec: dict, name: str) -> IntegerLayer:
+        """Inverse of :meth:`payload` with ``spec = {"limit", "shuffle"[, "taps"]}``.
+
+        Raises:
+            UserError: missing or mistyped tensors, or values outside the exactness bounds.
+        """
+        if not isinstance(tensors, dict) or any(
+            not isinstance(tensors.get(key), Tensor) for key in PAYLOAD_KEYS
+        ):
+            raise UserError(f"integer entropy model: {name} lacks {', '.join(PAYLOAD_KEYS)}")
+        weight, bias, packed = (tensors[key] for key in PAYLOAD_KEYS)
+        if weight.dtype != torch.int16 or bias.dtype != torch.int64 or weight.dim() != 4:
+            raise UserError(f"integer entropy model: {name} tensors have the wrong dtype")
+        if packed.dtype != torch.int64 or packed.shape != (4, weight.shape[0]):
+            raise UserError(f"integer entropy model: {name} rescale has the wrong shape")
+        rescale = rescale_rows(*packed.unbind(0))
+        taps = spec.get("taps")
+        taps = None if taps is None else [(int(a), int(b)) for a, b in taps]
+        return cls(weight, bias, rescale, int(spec["limit"]), int(spec["shuffle"]), taps, name)
+
+    def spec(self) -> dict:
+        """The non-tensor description stored beside :meth:`payload`."""
+        spec: dict = {"limit": self.limit, "shuffle": self.shuffle}
+        if len(self.taps) != self.kernel * self.kernel:
+            spec["taps"] = [list(t) for t in self.taps]
+        return spec
+
+
+def pixel_shuffle_hwc(x: Tensor, factor: int) -> Tensor:
+    """``nn.PixelShuffle`` on a channels-last map: ``(H, W, C·r²)`` → ``(H·r, W·r, C)``.
+
+    Channel ``c·r² + i·r + j`` of input pixel ``(h, w)`` goes to output pixel
+    ``(h·r + i, w·r + j)``, channel ``c`` (PyTorch's layout).
+    """
+    if factor == 1:
+        return x
+    height, width, channels = x.shape
+    out = channels // (factor * factor)
+    x = x.view(height, width, out, factor, factor).permute(0, 3, 1, 4, 2)
+    return x.reshape(height * factor, width * factor, out)
