@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
 
 from trainer.engine import EngineConfig
@@ -28,16 +29,23 @@ REGIONS = (
 )  # fmt: skip
 
 
-def accelerate(model: nn.Module, cfg: EngineConfig) -> None:
+def accelerate(model: nn.Module, cfg: EngineConfig, device: torch.device) -> None:
     """Compile ``model`` in place per ``cfg.compile`` (call before the engine wraps it)."""
     if cfg.compile == "none":
         return
+    backend = cfg.compile_backend or ("inductor" if device.type == "cuda" else "aot_eager")
     if cfg.compile == "regional":
         regions = [name for name in REGIONS if getattr(model, name, None) is not None]
         for name in regions:
-            getattr(model, name).compile()
-        log.info("compiled %d regions: %s", len(regions), ", ".join(regions))
+            getattr(model, name).compile(backend=backend)
+        log.info("compiled %d regions (%s): %s", len(regions), backend, ", ".join(regions))
         return
     mode = "reduce-overhead" if cfg.cuda_graphs else None
-    model.compile(mode=mode)
-    log.info("compiled the whole training forward%s", " with CUDA graphs" if mode else "")
+    model.compile(backend=backend, mode=mode)
+    log.info("compiled the whole training forward (%s%s)", backend, ", CUDA graphs" if mode else "")
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls and cuDNN convolutions on TF32 tensor cores (``engine.tf32``)."""
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"

@@ -45,6 +45,14 @@ class EngineConfig:
     """``torch.compile``: ``regional`` compiles each transform, denoiser and entropy network
     on its own (short compile, few recompiles), ``full`` the whole training forward
     (``trainer.acceleration``)."""
+    compile_backend: Literal["inductor", "aot_eager"] | None = None
+    """torch.compile backend; None: ``inductor`` on CUDA (generated Triton kernels),
+    ``aot_eager`` on the CPU (graphs traced through dynamo and AOTAutograd, run with the
+    eager kernels: same arithmetic; inductor's generated CPU code crashed on this model's
+    backward with torch 2.14, segmentation fault within three steps)."""
+    tf32: bool = True
+    """On CUDA, fp32 matrix products and convolutions on TF32 tensor cores (10-bit mantissa
+    inputs, fp32 accumulation); off with ``train.deterministic``."""
     cuda_graphs: bool = False
     """With ``compile: full`` on CUDA: replay the compiled forward and backward as CUDA graphs
     (``mode="reduce-overhead"``; training crops have static shapes)."""

@@ -23,17 +23,13 @@ from jicd import distributed as D
 from jicd.errors import UserError
 from jicd.models import build_model_from_config
 from jicd.models.checkpoints import load_weights_for_finetuning
-from trainer.acceleration import accelerate
 from trainer.bad_samples import BadSampleGuard
 from trainer.checkpoint import Checkpointer
 from trainer.config import Config
-from trainer.engine import autocast_context, build_engine
 from trainer.log_window import LogWindow
 from trainer.logger import build_logger
 from trainer.losses import JointLoss
-from trainer.optim import build_optimizer, build_scheduler
 from trainer.perf import matmul_rate, training_step_flops
-from trainer.skipping import StepGuard
 from trainer.state import (
     GeneratorState,
     RngStreams,
@@ -42,7 +38,7 @@ from trainer.state import (
     upgrade_rank_state,
     upgrade_trainer_state,
 )
-from trainer.step import StopSignal, TrainStep
+from trainer.step import StopSignal, build_train_step
 from trainer.validation import validate
 
 log = logging.getLogger(__name__)
@@ -77,13 +73,10 @@ class Trainer:
         self.lmbda = cfg.loss.lmbda
         D.seed_all(cfg.train.seed + info.rank)
         model = self._build_model()
-        criterion = JointLoss(cfg.loss, self.lmbda)
-        self.flops_per_step = self._count_flops(model, criterion)
-        optimizer = build_optimizer(model, cfg.optim)
-        self.scheduler = build_scheduler(optimizer, cfg.optim)
-        accelerate(model, cfg.engine)
-        batch = cfg.data.batch_size_per_gpu
-        self.engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
+        self.flops_per_step = self._count_flops(model, JointLoss(cfg.loss, self.lmbda))
+        self.train_step = build_train_step(model, cfg, self.device, info.rank)
+        self.engine, self.scheduler = self.train_step.engine, self.train_step.scheduler
+        self.guard, self.progress = self.train_step.guard, TrainProgress()
         self.logger = build_logger(self.run_dir, cfg.logging, D.is_main())
         self.bad_samples = BadSampleGuard(self.run_dir, cfg.data, self.logger)
         check_noise_source(cfg.noise.kind, cfg.data.shards)  # before a loader is built
@@ -93,20 +86,8 @@ class Trainer:
         self.val_loader = build_val_loader(
             cfg.data, info.rank, info.world_size, self.device, self.bad_samples.excluded("val")
         )
-        train = cfg.train
-        guard = StepGuard(
-            train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row, self.device
-        )
-        noise_gen = torch.Generator(device=self.device)
-        noise_gen.manual_seed(train.seed * 1_000_003 + info.rank)
-        self.train_step = TrainStep(
-            self.engine, criterion, self.scheduler, guard, cfg.noise, noise_gen,
-            train.aux_loss_scale, autocast_context(cfg.engine, self.device),
-            train.inject_nan_at_step,
-        )  # fmt: skip
-        self.guard, self.progress = guard, TrainProgress()
         self.checkpointer = Checkpointer(cfg.checkpoint, self.run_dir)
-        self.state = self._register_state(noise_gen)
+        self.state = self._register_state(self.train_step.generator)
         self.stop = StopSignal(self.device)
         self.stop_requested = False  # all ranks agree on it (read at log steps)
         self._previous_handlers: dict[int, Any] = {}

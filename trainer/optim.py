@@ -71,9 +71,9 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Adam:
     """One Adam with the groups ``main`` (lr) and ``aux`` (aux_lr), in that order.
 
-    torch's fused implementation (one kernel per group and device, CPU and CUDA): it is the
-    fastest on GPUs, and it can drop a step's update on the device (``found_inf``), which is
-    how the trainer skips a step without waiting for the GPU (``trainer.engine.apply_update``).
+    torch's fused implementation (one kernel per group and device, CPU and CUDA): the fastest
+    on GPUs, and it can drop a step's update on the device (``found_inf``), which is how the
+    trainer skips a step without waiting for the GPU (``trainer.engine.apply_update``).
     """
     main, aux = split_parameters(model)
     groups = [

@@ -18,8 +18,10 @@ from torch import Tensor
 from jicd import distributed as D
 from jicd.metrics import psnr
 from jicd.noise import NoiseConfig, training_noise
-from trainer.engine import TrainEngine
+from trainer.acceleration import accelerate
+from trainer.engine import TrainEngine, autocast_context, build_engine
 from trainer.losses import JointLoss
+from trainer.optim import build_optimizer, build_scheduler
 from trainer.skipping import StepGuard
 
 
@@ -114,3 +116,27 @@ class TrainStep:
         values["psnr"] = psnr(output["x_hat"].detach(), clean).mean()
         values |= {"grad_norm": grad_norm.float(), "skipped": skip}
         return StepResult(values, flags[2])
+
+
+def build_train_step(model: torch.nn.Module, cfg, device: torch.device, rank: int) -> TrainStep:
+    """The step of a resolved training config for ``model`` (on ``device``, in train mode):
+    optimizer and LR schedule, compilation (``engine.compile``), the engine, the step guard and
+    this rank's noise generator. Used by the trainer and by ``benchmarks/gpu_step.py``.
+
+    Args:
+        cfg: a resolved :class:`trainer.config.Config` (annotated loosely: trainer.config
+            imports the engine, which this module also imports).
+    """
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim)
+    accelerate(model, cfg.engine, device)
+    batch = cfg.data.batch_size_per_gpu
+    engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
+    train = cfg.train
+    guard = StepGuard(train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(train.seed * 1_000_003 + rank)
+    return TrainStep(
+        engine, JointLoss(cfg.loss, cfg.loss.lmbda), scheduler, guard, cfg.noise, generator,
+        train.aux_loss_scale, autocast_context(cfg.engine, device), train.inject_nan_at_step,
+    )  # fmt: skip

@@ -23,6 +23,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from jicd import distributed as D
 from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
+from trainer.acceleration import enable_tf32
 from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml
 from trainer.determinism import configure_determinism, determinism_settings
 from trainer.engine import import_engine_library as import_engine
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(resolve_config(cfg, args.world_size)), end="")
         return 0
     configure_determinism(cfg.train.deterministic)  # before any CUDA work (cuBLAS workspace)
+    if cfg.engine.tf32 and not cfg.train.deterministic:
+        enable_tf32()
     info = D.init_distributed(
         cfg.train.timeout_s, device=cfg.train.device, before_group=lambda: import_engine(cfg.engine)
     )
