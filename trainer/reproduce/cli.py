@@ -23,6 +23,7 @@ from pathlib import Path
 from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.reproduce import tables as T
+from trainer.reproduce.gpu_plan import choose, describe, plan_options, read_step_times
 from trainer.reproduce.plan import SCALES, Plan, build_plan, get_scale, parse_tables
 from trainer.reproduce.runner import REPO, StudyPaths, execute
 from trainer.reproduce.slurm import PaperSetup, gpu_hours, slurm_script
@@ -57,6 +58,14 @@ def build_parser() -> OneLineParser:
         type=float,
         default=None,
         help="measured seconds per iteration on --gpus-per-job GPUs",
+    )
+    parser.add_argument(
+        "--step-times",
+        default=None,
+        help="paper scale: benchmarks/gpu_step.py --out table; chooses --gpus-per-job",
+    )
+    parser.add_argument(
+        "--gpus", type=int, default=None, help="paper scale: GPUs available to the study"
     )
     return parser
 
@@ -152,20 +161,29 @@ def submit_paper(plan: Plan, args, paths: StudyPaths, command: str) -> int:
             f"--scale paper needs --shards, --pretrained and --dataset (missing: "
             f"{', '.join(missing + ([] if args.dataset else ['dataset']))})"
         )
+    gpus_per_job, budget = args.gpus_per_job, None
+    if args.step_times is not None:
+        gpus_per_job, budget = choose_gpus(plan, args.step_times, args.gpus)
     setup = PaperSetup(
-        paths.root,
-        args.shards,
-        args.pretrained,
-        tuple(args.dataset),
-        args.gpus_per_job,
+        paths.root, args.shards, args.pretrained, tuple(args.dataset), gpus_per_job,
         args.step_time,
-    )
+    )  # fmt: skip
     script = slurm_script(plan, setup, command)
     print(script, end="")
-    print(f"# GPU budget: {gpu_hours(plan, setup)}")
+    print(budget or f"# GPU budget: {gpu_hours(plan, setup)}")
     if args.dry_run:
         return 0
     return subprocess.run(["bash", "-c", script], cwd=REPO).returncode
+
+
+def choose_gpus(plan: Plan, step_times: str, gpus: int | None) -> tuple[int, str]:
+    """GPUs per training job from a measured step-time table, and the plan as text."""
+    if gpus is None or gpus < 1:
+        raise UserError("--step-times needs --gpus N (the GPUs available to the study)")
+    qualities = [run.quality for run in plan.runs]
+    options = plan_options(qualities, plan.scale.steps, gpus, read_step_times(step_times))
+    chosen = choose(options)
+    return chosen.gpus_per_run, describe(options, chosen, len(qualities), gpus)
 
 
 def record_study(paths: StudyPaths, command: str, scale: str, seconds: dict, wall: float) -> None:
