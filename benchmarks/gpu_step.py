@@ -156,8 +156,10 @@ def measure_in_child(argv: list[str], path: str, timeout: float) -> list[dict]:
     command = [sys.executable, __file__, *argv, "--child", path]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return [{"path": path, "error": f"no result in {timeout:.0f} s"}]
+    except subprocess.TimeoutExpired as late:  # keep the rows it finished
+        out = late.stdout.decode() if isinstance(late.stdout, bytes) else (late.stdout or "")
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return [*rows, {"path": path, "error": f"stopped after {timeout:.0f} s"}]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0:
         tail = [line for line in done.stderr.splitlines() if line.strip()][-1:]

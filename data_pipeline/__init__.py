@@ -1,6 +1,6 @@
 """Data pipeline of jicd: shard writing and checking, DALI / torch training and validation loaders.
 
-The noise model is not here: it lives in the library (``jicd.noise``, ``jicd.noise_types``) so that
+The noise model is not here: it lives in the library (the ``jicd.noise`` package) so that
 training, validation, evaluation and the codec CLI share one implementation.
 
 Public API::

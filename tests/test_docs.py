@@ -1,5 +1,5 @@
 """The docs point at things that exist: every relative link (and its ``#anchor``) resolves, and
-every repository path they mention (``jicd/noise.py``, ``configs/q{2,3}_msssim.yaml``,
+every repository path they mention (``jicd/noise/baseline.py``, ``configs/q{2,3}_msssim.yaml``,
 ``launch/gpu_check*.py``) names a file or folder of this tree.
 
 A path counts as mentioned when it starts with a top-level folder of the repository (``ROOTS``)

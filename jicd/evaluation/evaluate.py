@@ -42,7 +42,7 @@ from jicd.evaluation.protocol import dataset_items, noisy_pairs, protocol_record
 from jicd.files import write_bytes_atomic, write_json_atomic
 from jicd.metrics import image_bpp
 from jicd.models.checkpoints import load_for_inference
-from jicd.noise_types import LEVEL_CHOICES, parse_level
+from jicd.noise import EVALUATION_CHOICES, parse_noise
 
 METRICS = (
     "psnr",
@@ -75,7 +75,7 @@ def build_parser() -> OneLineParser:
         "--levels",
         nargs="+",
         default=[1, 2, 3, 4],
-        help=f"noise levels: {', '.join(LEVEL_CHOICES)} (real pairs: their own noise)",
+        help=f"noise levels: {', '.join(EVALUATION_CHOICES)} (real pairs: their own noise)",
     )
     parser.add_argument("--output", required=True, help="results folder (created)")
     parser.add_argument("--coder", default="wavefront", choices=["wavefront", "serial"])
@@ -101,7 +101,7 @@ def parse_datasets(specs: list[str], limit: int | None) -> dict[str, list[Path]]
 
 def check_arguments(args) -> None:
     """Reject bad option values before any model is loaded."""
-    args.levels = [parse_level(level) for level in args.levels]
+    args.levels = [parse_noise(level) for level in args.levels]
     if not args.checkpoint and not args.pipeline:
         raise UserError("nothing to evaluate: give --checkpoint FILE … and/or --pipeline SPEC …")
     for option in ("threads", "repeats", "limit", "workers"):

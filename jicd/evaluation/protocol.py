@@ -28,7 +28,7 @@ from torch import Tensor
 from jicd.codec.images import BLOCK, center_crop, from_uint8, load_rgb
 from jicd.errors import UserError
 from jicd.metrics import file_bpp, ms_ssim_float, psnr_8bit, psnr_truncated
-from jicd.noise_types import noisy_at
+from jicd.noise import noisy_at
 
 REAL_LEVEL = "real"
 """The level of a pair whose noise is real (SIDD): no synthetic noise is added."""
@@ -125,7 +125,7 @@ def noisy_pairs(
     Args:
         path: image file (any size >= 64 px a side), or a real pair (then ``levels`` is
             ignored and the one pair is returned at level ``real``).
-        levels: test noise levels: 1-4 or a named one (:mod:`jicd.noise_types`).
+        levels: test noise levels: 1-4 or a named one (:mod:`jicd.noise.registry`).
         seed: noise seed (the published numbers use 0 for every image).
 
     Returns:

@@ -75,7 +75,9 @@ def test_generator_reproducibility() -> None:
 
 def test_train_sigmas_log_uniform_in_range() -> None:
     cfg = NoiseConfig()
-    sigma_r, sigma_s = sample_train_sigmas(cfg, 20000, torch.Generator().manual_seed(0), "cpu")
+    sigma_r, sigma_s = sample_train_sigmas(
+        cfg.sigma_ranges(), 20000, torch.Generator().manual_seed(0), "cpu"
+    )
     assert sigma_r.shape == sigma_s.shape == (20000,)
     for sigma, (low, high) in ((sigma_r, cfg.log10_sigma_r), (sigma_s, cfg.log10_sigma_s)):
         logs = sigma.log10()
@@ -137,7 +139,7 @@ def test_training_noise_kinds() -> None:
     cfg = NoiseConfig()
     # gamma: exactly the draws the trainer made before noise kinds existed
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    sigma_r, sigma_s = sample_train_sigmas(cfg, 3, gen_b, "cpu")
+    sigma_r, sigma_s = sample_train_sigmas(cfg.sigma_ranges(), 3, gen_b, "cpu")
     expected = add_noise(clean, sigma_r, sigma_s, gen_b)
     assert torch.equal(training_noise(cfg, {"clean": clean}, gen_a), expected)
     # unprocess: one random camera per image, seeded by the generator

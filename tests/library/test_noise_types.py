@@ -1,4 +1,5 @@
-"""Named evaluation noise types: statistics, seeding, batch independence, choices."""
+"""The noise types of ``jicd.noise``: one vocabulary for training and evaluation; statistics,
+seeding, batch independence, choices."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import pytest
 import torch
 
 from jicd.errors import UserError
-from jicd.noise import noisy_at_level
-from jicd.noise_types import LEVEL_CHOICES, NAMED_LEVELS, noisy_at, parse_level
+from jicd.noise import (
+    EVALUATION_CHOICES,
+    NOISE_TYPES,
+    NoiseConfig,
+    noisy_at,
+    noisy_at_level,
+    parse_noise,
+    training_noise,
+)
+
+RANDOM = [name for name in EVALUATION_CHOICES if name != "none"]
 
 GREY = torch.full((1, 3, 128, 128), 0.5)
 
@@ -17,7 +27,7 @@ def _smooth(batch: int = 2, side: int = 64) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, size=side, mode="bilinear")
 
 
-@pytest.mark.parametrize("level", LEVEL_CHOICES)
+@pytest.mark.parametrize("level", RANDOM)
 def test_every_level_is_seeded_and_batch_independent(level: str) -> None:
     clean = _smooth()
     batch = noisy_at(clean, level, seed=3)
@@ -62,10 +72,41 @@ def test_jpeg_level_is_level_2_then_8_bit_jpeg() -> None:
 
 def test_level_parsing_and_errors() -> None:
     assert (
-        parse_level("3") == 3 and parse_level(4) == 4 and parse_level("gaussian25") == "gaussian25"
+        parse_noise("3") == 3 and parse_noise(4) == 4 and parse_noise("gaussian25") == "gaussian25"
     )
-    assert set(NAMED_LEVELS) < set(LEVEL_CHOICES)
-    with pytest.raises(UserError, match="unknown noise level 'gaussian30'; choose from 1, 2"):
+    with pytest.raises(UserError, match="unknown noise level 'gaussian30'; choose from gamma, 1"):
         noisy_at(GREY, "gaussian30")
     with pytest.raises(UserError, match="unknown noise level '5'"):
-        parse_level(5)
+        parse_noise(5)
+    with pytest.raises(UserError, match="real pairs are scored at level real"):
+        parse_noise("paired")
+
+
+def test_numbered_levels_are_the_baseline_test_levels() -> None:
+    clean = _smooth()
+    for level in (1, 2, 3, 4):
+        assert torch.equal(noisy_at(clean, level, seed=2), noisy_at_level(clean, level, seed=2))
+
+
+def test_none_is_the_clean_image_in_both_roles() -> None:
+    clean = _smooth()
+    assert noisy_at(clean, "none", seed=1) is clean
+    assert training_noise(NoiseConfig(kind="none"), {"clean": clean}) is clean
+
+
+@pytest.mark.parametrize("kind", [n for n, t in NOISE_TYPES.items() if t.train and n != "paired"])
+def test_every_noise_type_trains(kind: str) -> None:
+    # One vocabulary: whatever evaluation knows, training can use (noise.kind=NAME).
+    clean = _smooth()
+    cfg = NoiseConfig(kind=kind)
+    first = training_noise(cfg, {"clean": clean}, torch.Generator().manual_seed(1))
+    again = training_noise(cfg, {"clean": clean}, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and first.shape == clean.shape
+    assert float(first.min()) >= 0 and float(first.max()) <= 1
+    assert kind == "none" or not torch.equal(first, clean)
+
+
+def test_every_evaluation_type_trains_and_vice_versa() -> None:
+    trains = {n for n, t in NOISE_TYPES.items() if t.train}
+    evaluates = {n for n, t in NOISE_TYPES.items() if t.evaluate}
+    assert trains - evaluates == {"paired"} and evaluates <= trains

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jicd.unprocess import (
+from jicd.noise.unprocess import (
     TEST_CAMERA_SHOT,
     evaluation_camera,
     process,

@@ -1,4 +1,5 @@
-"""Synthetic camera noise: THE noise implementation of jicd (training, validation, evaluation, CLI).
+"""The baseline's camera noise (gamma round trip + read/shot noise): training, validation,
+test levels 1–4.
 
 It reproduces the baseline (Cheng, Xie, Chen, ECCV 2022) exactly, quirks included, so that numbers
 are comparable with the published ones (``docs/method.md``, "Noise synthesis"):
@@ -20,7 +21,6 @@ noise on any device, in any batch composition and after any resume.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
@@ -36,38 +36,6 @@ TEST_LEVELS: dict[int, tuple[float, float]] = {
     4: (0.08316627, 0.18138522**2),
 }
 """Fixed test noise levels: level -> (sigma_r, sigma_s). Levels 3 and 4 lie outside training."""
-
-
-NOISE_KINDS = ("gamma", "unprocess", "paired", "none")
-
-
-@dataclass
-class NoiseConfig:
-    """Training noise: which model, and its per-image distribution.
-
-    ``kind``: ``gamma`` — the baseline's gamma + read/shot noise below (the paper's);
-    ``unprocess`` — camera-pipeline noise with a random camera per image (:mod:`jicd.unprocess`);
-    ``paired`` — real noise: the loader's batch carries the noisy image (SIDD shards);
-    ``none`` — the clean image itself (a plain codec, e.g. a study's shared backbone).
-    """
-
-    kind: str = "gamma"
-    """"gamma", "unprocess", "paired" or "none"."""
-    mosaic: bool = False
-    """``unprocess`` only: RGGB mosaic before and bilinear demosaic after the raw noise."""
-    log10_sigma_r: list[float] = field(default_factory=lambda: [-3.0, -1.5])
-    """Range (low, high) of log10(sigma_r), the read-noise standard deviation."""
-    log10_sigma_s: list[float] = field(default_factory=lambda: [-4.0, -2.0])
-    """Range (low, high) of log10(sigma_s), the shot-noise variance factor."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in NOISE_KINDS:
-            raise UserError(f"noise.kind: unknown kind {self.kind!r}; choose one of {NOISE_KINDS}")
-        for name in ("log10_sigma_r", "log10_sigma_s"):
-            values = list(getattr(self, name))
-            if len(values) != 2 or not values[0] <= values[1]:
-                raise UserError(f"noise.{name}: expected low <= high, got {values}")
-            setattr(self, name, [float(v) for v in values])
 
 
 def degamma(x: torch.Tensor) -> torch.Tensor:
@@ -119,51 +87,27 @@ def _apply_noise(
 
 
 def sample_train_sigmas(
-    cfg: NoiseConfig,
+    ranges: tuple[Sequence[float], Sequence[float]],
     batch_size: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw per-image training noise levels, log-uniform in the configured ranges.
+    """Draw per-image training noise levels, log-uniform in the given ranges.
+
+    Args:
+        ranges: ``(log10_sigma_r, log10_sigma_s)``, each ``(low, high)``
+            (``noise.log10_sigma_r`` / ``noise.log10_sigma_s``).
 
     Returns:
         ``(sigma_r, sigma_s)``, each ``(B,)`` float32 on ``device``.
     """
     gen_device = generator.device if generator is not None else "cpu"
     uniform = torch.rand(2, batch_size, generator=generator, device=gen_device)
-    low = torch.tensor([cfg.log10_sigma_r[0], cfg.log10_sigma_s[0]], device=gen_device)
-    high = torch.tensor([cfg.log10_sigma_r[1], cfg.log10_sigma_s[1]], device=gen_device)
+    (r_low, r_high), (s_low, s_high) = ranges
+    low = torch.tensor([r_low, s_low], device=gen_device)
+    high = torch.tensor([r_high, s_high], device=gen_device)
     sigmas = 10.0 ** (low[:, None] + (high - low)[:, None] * uniform)
     return sigmas[0].to(device), sigmas[1].to(device)
-
-
-def training_noise(
-    cfg: NoiseConfig, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """The noisy input of one training batch, per ``cfg.kind``.
-
-    Args:
-        cfg: the ``noise`` section.
-        batch: the loader's batch: ``clean (B, 3, P, P)`` and, for ``paired``, ``noisy``.
-        generator: the trainer's noise generator (on the training device).
-
-    Returns:
-        ``(B, 3, P, P)`` noisy images in [0, 1] on ``clean``'s device.
-    """
-    clean = batch["clean"]
-    if cfg.kind == "none":
-        return clean
-    if cfg.kind == "paired":
-        if "noisy" not in batch:
-            raise UserError("noise.kind=paired needs paired shards (prepare-shards --pairs)")
-        return batch["noisy"]
-    if cfg.kind == "unprocess":
-        from jicd.unprocess import unprocess_noise
-
-        return unprocess_noise(clean, generator, mosaic=cfg.mosaic)
-    device = generator.device if generator is not None else clean.device
-    sigma_r, sigma_s = sample_train_sigmas(cfg, clean.shape[0], generator, device)
-    return add_noise(clean, sigma_r, sigma_s, generator)
 
 
 def _seeded_noise(clean: torch.Tensor, seeds: Sequence[int], levels: Sequence[int]) -> torch.Tensor:

@@ -20,9 +20,9 @@ demosaic loses detail) ``process(unprocess(x)) == x`` up to float rounding. The 
 highlight-preserving "safe" inverse gains are not used for the same reason: they make bright
 pixels non-invertible.
 
-Reproducibility follows :mod:`jicd.noise`: parameters and the Gaussian draw come from the given
-generator (one per image for fixed test settings), and all arithmetic runs on the images' device,
-in batch.
+Reproducibility follows :mod:`jicd.noise.baseline`: parameters and the Gaussian draw come from
+the given generator (one per image for fixed test settings), and all arithmetic runs on the
+images' device, in batch.
 """
 
 from __future__ import annotations
