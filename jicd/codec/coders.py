@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from jicd.codec.finite import checked_entropy_inputs
 from jicd.codec.placement import refuse_off_cpu
 from jicd.codec.wavefront import WavefrontCoder
 from jicd.errors import UserError
@@ -17,9 +18,14 @@ class SerialCoder:
 
     @torch.inference_mode()
     def compress(self, model: nn.Module, x: Tensor) -> dict:
-        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only)."""
+        """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only).
+
+        Raises:
+            UserError: the model produced values that cannot be entropy-coded (NaN, inf).
+        """
         refuse_off_cpu(model, self.name)
-        return model.compress(x)
+        with checked_entropy_inputs(model):
+            return model.compress(x)
 
     @torch.inference_mode()
     def decompress(

@@ -41,6 +41,7 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
 
+from jicd.codec.finite import check_codable
 from jicd.codec.placement import ENTROPY_DEVICE, entropy_side, model_device
 from jicd.codec.schedule import (
     WavefrontNet,
@@ -122,10 +123,12 @@ def encode_latent_checked(model: nn.Module, y: Tensor, params: Tensor) -> tuple[
             symbols.append(symbol)
             indexes.append(index)
             crc = _index_crc(index, crc)
+    coded = torch.cat(symbols)
+    check_codable("the coded symbols (y minus its predicted means)", coded)
     tables = _CdfTables(side.gaussian_conditional)
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(
-        _int_list(torch.cat(symbols).int()),
+        _int_list(coded.int()),
         _int_list(torch.cat(indexes)),
         tables.cdfs,
         tables.lengths,
@@ -208,9 +211,13 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
     if tuple(y.shape[-2:]) != tuple(HYPER_SCALE * s for s in z.shape[-2:]):
         raise UserError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
     y, z = y.to(ENTROPY_DEVICE), z.to(ENTROPY_DEVICE)
+    check_codable("the latent y", y)
+    check_codable("the hyper-latent z", z)
     z_strings = side.entropy_bottleneck.compress(z)
     z_hat = side.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    return y, z_strings, z.shape[-2:], hyper_params(side, z_hat)
+    params = hyper_params(side, z_hat)
+    check_codable("the hyper-prior parameters", params)
+    return y, z_strings, z.shape[-2:], params
 
 
 class WavefrontCoder:
