@@ -112,6 +112,23 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> IO[bytes]:
         raise
 
 
+def path_inside(folder: str | os.PathLike, name: str, what: str = "file name") -> str:
+    """``folder/name`` for a ``name`` read from a file (a manifest, a checksum list), refusing
+    one that leaves ``folder``: absolute, with ``..``, or through a symlink pointing outside.
+
+    Raises:
+        UserError: one line naming ``name``.
+    """
+    parts = Path(name).parts if isinstance(name, str) else ()
+    if not parts or os.path.isabs(name) or ".." in parts or "\0" in name:
+        raise UserError(f"{what} {str(name)[:80]!r} is not a path inside {folder}")
+    path = os.path.join(folder, name)
+    root = os.path.realpath(folder)
+    if not os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep):
+        raise UserError(f"{what} {name[:80]!r} leads outside {folder}")
+    return path
+
+
 def read_capped(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
     """The bytes of regular file ``path``, refusing files larger than ``limit`` before reading.
 

@@ -12,16 +12,16 @@ import re
 
 MAX_NAME = 100
 """Longest file-name part :func:`safe_name` returns (characters)."""
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,\[\]-]")
 
 
 def safe_name(text: object) -> str:
     """One file-name part from untrusted ``text``: never a path, never hidden, never empty.
 
-    Characters other than letters, digits and ``._+=-`` become ``_`` (so ``/`` and ``\\`` cannot
+    Characters other than letters, digits and ``._+=,[]-`` become ``_`` (so ``/`` and ``\\`` cannot
     reach another folder), leading dots become ``_`` (no ``..``, no hidden files) and the result
-    is cut to :data:`MAX_NAME` characters. Plain names (``kodak``, ``jicd[-contrastive]`` →
-    ``jicd_-contrastive_``) stay readable; equal inputs give equal names.
+    is cut to :data:`MAX_NAME` characters. The names jicd itself writes (``kodak``,
+    ``jicd[-contrastive]``, ``nlm+avif``) pass unchanged; equal inputs give equal names.
     """
     name = _UNSAFE.sub("_", str(text))[:MAX_NAME]
     if name.startswith("."):
