@@ -146,9 +146,9 @@ def _read_capped(path: str | os.PathLike, limit: int, what: str) -> bytes:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise UserError(f"{what} {path} has {size} bytes, more than the {limit} allowed")
-        data = handle.read(limit + 1)
-    if len(data) > limit:  # grew while being read
-        raise UserError(f"{what} {path} has more than the {limit} bytes allowed")
+        data = handle.read(size)  # read(n) allocates n bytes first: never the limit itself
+        if handle.read(1):
+            raise UserError(f"{what} {path} grew while being read")
     return data
 
 

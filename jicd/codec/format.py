@@ -267,9 +267,9 @@ def read(path: str, max_bytes: int = 2**31) -> CodedImage:
         size = os.fstat(handle.fileno()).st_size
         if size > max_bytes:
             raise UserError(f"{path} has {size} bytes, more than the {max_bytes} allowed")
-        data = head + handle.read(max_bytes + 1 - len(head))
-    if len(data) > max_bytes:
-        raise UserError(f"{path} has more than the {max_bytes} bytes allowed")
+        data = head + handle.read(size - len(head))  # read(n) allocates n bytes first
+        if handle.read(1):
+            raise UserError(f"{path} grew while being read")
     return decode(data)
 
 

@@ -182,14 +182,15 @@ def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], 
     rank, world = distributed.get_rank(), distributed.get_world_size()
     jobs = [(s, p) for s, paths in datasets.items() for p in paths[rank::world]]
     rows = []
-    bar = tqdm(total=len(jobs) * len(args.levels), desc=Path(checkpoint).name, disable=rank != 0)
-    for set_name, path in jobs:
-        for level, clean, noisy in noisy_pairs(path, args.levels, args.seed):
-            scores = code_and_score(model, coder, noisy, clean, denoiser, args.repeats)
-            row = _row(args, checkpoint, identity, set_name, path, level, clean, scores)
-            rows.append({**row, "name": name, "pipeline": spec})
-            bar.update(1)
-    bar.close()
+    total = len(jobs) * len(args.levels)
+    # closed on an error too, so that the error line starts on a line of its own
+    with tqdm(total=total, desc=Path(checkpoint).name, disable=rank != 0) as bar:
+        for set_name, path in jobs:
+            for level, clean, noisy in noisy_pairs(path, args.levels, args.seed):
+                scores = code_and_score(model, coder, noisy, clean, denoiser, args.repeats)
+                row = _row(args, checkpoint, identity, set_name, path, level, clean, scores)
+                rows.append({**row, "name": name, "pipeline": spec})
+                bar.update(1)
     return rows
 
 
