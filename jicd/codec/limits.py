@@ -6,9 +6,9 @@ memory is allocated for it:
 * **Geometry** (:func:`check_geometry`): the original size is at least 1×1; the padded size is
   the original rounded up to multiples of 64 and the latent shape is 1/64 of it (what the
   encoder writes, nothing else); the image has at most :func:`max_pixels` pixels. The default
-  limit depends on the coder because their costs differ ~50×: ``wavefront`` 2^25 pixels (33.5
-  MP, e.g. 8K UHD 7680×4320), ``serial`` 2^22 (4.2 MP, ~2048×2048: CompressAI's loop takes about
-  a minute there). ``--max-pixels N`` or the environment variable ``JICD_MAX_PIXELS`` raise (or
+  limit depends on the coder: ``wavefront`` 2^25 pixels (33.5 MP, e.g. 8K UHD 7680×4320),
+  ``serial`` 2^22 (4.2 MP, 2048×2048: CompressAI's loop visits one latent position at a time in
+  Python). ``--max-pixels N`` or the environment variable ``JICD_MAX_PIXELS`` raise (or
   lower) it for both; the encoder refuses larger images with the same limit, so jicd never
   writes a file it would refuse to read.
 * **Streams** (:func:`check_streams`): a rANS stream ends with the coder's 8-byte state, and
