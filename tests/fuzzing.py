@@ -106,6 +106,9 @@ def _child(argv: list[str], out: Path, err: Path, memory_bytes: int) -> None:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(handle, fd)
             os.close(handle)
+        # pytest's capture replaces sys.stdout/err with objects that do not write to fd 1/2
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
         import torch
 
         torch.set_num_threads(1)

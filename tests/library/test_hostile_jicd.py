@@ -114,9 +114,10 @@ def test_zero_negative_and_inconsistent_sizes_are_one_line(files, tmp_path, caps
     assert not out.exists()
 
 
-def test_a_stream_of_ones_never_reads_past_its_end(files, tmp_path) -> None:
-    """All-0xFF streams of plausible length drive CompressAI's decoder into its bypass path on
-    every symbol; the padding keeps its reads inside memory it owns (see codec.limits)."""
+def test_garbage_streams_of_plausible_length_are_one_line(files, tmp_path) -> None:
+    """All-0xFF streams drive CompressAI's decoder into its bypass path on every symbol; it is
+    handed zero padding (codec.limits), so it decodes zeros, never process memory, and the
+    index checksum refuses the result."""
     coded = jicd_format.decode(files["wavefront"].read_bytes())
     ones = tuple(b"\xff" * max(64, 4 * len(s)) for s in coded.streams)
     source = tmp_path / "ones.jicd"
