@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
+from data_pipeline.manifest import MANIFEST_NAME, read_manifest
 from data_pipeline.verify import Problem, verify_shards
 from jicd.cli import OneLineParser, run_guarded
-from jicd.files import write_json_atomic
+from jicd.files import protect_inputs, write_json_atomic
 
 PROG = "jicd check-shards"
 REPORT_NAME = "check-report.json"
@@ -33,7 +34,8 @@ def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     report = verify_shards(args.shards, args.workers)
     path = args.report or os.path.join(args.shards, REPORT_NAME)
-    write_json_atomic(path, report)
+    with protect_inputs(_input_files(args.shards)):
+        write_json_atomic(path, report)
     for problem in report["problems"]:
         print(Problem(**problem))
     verdict = "sound" if not report["problems"] else f"{len(report['problems'])} problems"
@@ -42,6 +44,15 @@ def _run(argv: list[str] | None) -> int:
         f"{verdict}; report: {path}"
     )
     return 1 if report["problems"] else 0
+
+
+def _input_files(shards: str) -> list[str]:
+    """The manifest and every shard and index it lists: what ``--report`` must not replace."""
+    splits = read_manifest(shards)["splits"].values()
+    names = [
+        record[key] for split in splits for record in split["shards"] for key in ("name", "index")
+    ]
+    return [os.path.join(shards, MANIFEST_NAME), *(os.path.join(shards, n) for n in names)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from jicd.errors import UserError
+from jicd.names import printable
 
 USER_ERROR_EXIT = 2
 
@@ -28,15 +29,34 @@ def run_guarded(prog: str, body: Callable[[], int]) -> int:
     """Run ``body`` and turn user errors into a one-line message and exit status 2.
 
     :class:`~jicd.errors.UserError` (bad file contents, option or config value; every loader
-    and config check raises it) and ``OSError`` (missing/unreadable file, full disk) are the
-    user's errors; anything else is a bug and keeps its traceback.
+    and config check raises it), ``OSError`` (missing/unreadable file, full disk) and running
+    out of memory (a file asking for more than this machine has) are the user's errors; anything
+    else is a bug and keeps its traceback. Control characters in the message (which may quote
+    a file's contents) are printed escaped.
     """
     try:
         return body()
     except (UserError, OSError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        print(f"{prog}: error: out of memory ({one_line(exc)})", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when empty), printable."""
+    text = str(exc).strip()
+    return printable(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``MemoryError``, or torch's allocator failing (CPU or GPU), without importing torch."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def guarded_main(
@@ -51,4 +71,12 @@ def guarded_main(
     return main
 
 
-__all__ = ["USER_ERROR_EXIT", "OneLineParser", "UserError", "guarded_main", "run_guarded"]
+__all__ = [
+    "USER_ERROR_EXIT",
+    "OneLineParser",
+    "UserError",
+    "guarded_main",
+    "is_out_of_memory",
+    "one_line",
+    "run_guarded",
+]

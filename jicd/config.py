@@ -111,7 +111,12 @@ def _coerce_scalar(value: Any, hint: Any, key: str) -> Any:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ``["model.quality=3", "train.lr=2e-4"]`` into a nested dict (values parsed as YAML)."""
+    """Turn ``["model.quality=3", "train.lr=2e-4"]`` into a nested dict (values parsed as YAML).
+
+    A value YAML cannot parse (``train.init_from=@w.pt``) is taken as the plain string typed; a
+    value with a YAML comment (``train.run_dir=runs/a #1``, which YAML would cut to ``runs/a``)
+    is refused, naming the key, instead of being silently shortened.
+    """
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -119,18 +124,37 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         path, raw = item.split("=", 1)
         node = nested
         parts = path.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key in {path.strip()!r}")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override")
-        node[parts[-1]] = _parse_value(raw)
+        node[parts[-1]] = _parse_value(raw, path.strip())
     return nested
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, key: str) -> Any:
     # YAML parsing turns "3" into 3 and "[1, 2]" into a list; "2e-4" stays a string in YAML 1.1,
     # so numbers in scientific notation are converted explicitly.
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return ""
+    loader = yaml.SafeLoader(raw)
+    try:
+        node = loader.get_single_node()
+        value = None if node is None else loader.construct_document(node)
+    except yaml.constructor.ConstructorError as err:  # tags (!!python/…) are never constructed
+        raise ConfigError(f"override {key}={raw!r}: {err.problem}") from None
+    except yaml.YAMLError:
+        return raw  # not YAML at all (e.g. "@w.pt"): the string as typed
+    finally:
+        loader.dispose()
+    end = 0 if node is None else node.end_mark.index
+    if raw[end:].strip():  # only a comment can follow the value inside one document
+        raise ConfigError(
+            f"override {key}={raw!r}: YAML would drop {raw[end:].strip()!r} as a comment; "
+            f"quote the value ({key}='\"{raw}\"') to keep it"
+        )
     if isinstance(value, str):
         try:
             return float(value)

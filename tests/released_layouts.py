@@ -32,7 +32,9 @@ def layout_format(name: str) -> str:
 def synthetic_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with exactly the keys, shapes and dtypes of layout ``name``.
 
-    CDF buffers get the data-dependent sizes a saved file has, so loading must resize them.
+    CDF buffers get the data-dependent sizes a saved file has, so loading must resize them; the
+    buffers the architecture defines (context mask, GDN pedestals and bounds) get its values,
+    as in the authors' files (loaders refuse other values: :mod:`jicd.models.buffers`).
     """
     generator = torch.Generator().manual_seed(seed)
     state = {}
@@ -43,7 +45,19 @@ def synthetic_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
             state[key] = torch.randint(0, 100, shape, generator=generator, dtype=torch.int32)
         else:
             state[key] = torch.randn(shape, generator=generator)
-    return state
+    return state | _architecture_buffers(name)
+
+
+def _architecture_buffers(name: str) -> dict[str, torch.Tensor]:
+    """The derived buffers of layout ``name``'s model, under the authors' key names."""
+    from jicd.models import build_model
+    from jicd.models.buffers import derived_buffers
+    from jicd.models.released import LAYOUTS
+
+    layout_ = LAYOUTS[layout_format(name)]
+    head = "authors" if layout_.name == "jicdcls" else "paper"
+    model = build_model(layout_.preset, int(name[-1]), head=head)
+    return {layout_.theirs(key): value for key, value in derived_buffers(model).items()}
 
 
 def _saved_cdf_shape(key: str, keys: dict) -> list[int]:

@@ -15,7 +15,9 @@ A checkpoint becomes visible only by ``os.replace`` of its finished directory an
 ``latest``, so a crash (even SIGKILL) while writing leaves the previous checkpoint usable, and a
 failed write (ENOSPC) stops every rank with one line. On resume the newest checkpoint whose
 files match its ``checksums.json`` is used (damaged ones are reported and set aside), on any
-world size (:mod:`trainer.reshard`).
+world size (:mod:`trainer.reshard`). Every file is loaded as plain data
+(:mod:`trainer.safe_load`): a file that would run code on unpickling is refused in one line
+naming it, whatever ``checksums.json`` says.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from jicd.files import torch_save_atomic, write_text_atomic
 from trainer.checkpoint_files import saved_world_size, verify, write_manifest
 from trainer.engine import TrainEngine
 from trainer.reshard import load_engine
+from trainer.safe_load import load_plain
 
 log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -239,9 +242,9 @@ class Checkpointer:
                 world,
             )
             load_engine(engine, self.root, tag, saved_world)
-        trainer_state = torch.load(directory / "trainer.pt", weights_only=False)
+        trainer_state = load_plain(directory / "trainer.pt")
         rank_file = directory / f"rank_{min(D.get_rank(), saved_world - 1):05d}.pt"
-        rank_state = torch.load(rank_file, weights_only=False)
+        rank_state = load_plain(rank_file)
         if saved_world != world:
             rank_state = reseeded_rank_state(rank_state, tag)
         return trainer_state, rank_state

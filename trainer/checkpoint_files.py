@@ -11,10 +11,10 @@ Written by rank 0 after every rank finished writing (before the directory is pub
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from jicd.files import sha256_file, write_json_atomic
+from jicd.errors import UserError
+from jicd.files import path_inside, read_json, sha256_file, write_json_atomic
 
 MANIFEST = "checksums.json"
 
@@ -34,18 +34,38 @@ def write_manifest(directory: Path, world_size: int) -> None:
 
 
 def read_manifest(directory: Path) -> dict | None:
-    """The manifest of ``directory``, or None when it has none (older checkpoints)."""
+    """The manifest of ``directory``, or None when it has none (older checkpoints).
+
+    Raises:
+        UserError: unreadable, or not ``{"world_size": int >= 1, "files": {name: {"size": int,
+            "sha256": str}}}`` with every name inside ``directory``.
+    """
     path = directory / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_json(path, what="checkpoint manifest")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    world = manifest.get("world_size", 1) if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not _positive_int(world):
+        raise UserError(f"{path}: not a checkpoint manifest")
+    for name, expected in files.items():
+        path_inside(directory, name, f"{MANIFEST} entry")
+        if not (isinstance(expected, dict) and _positive_int(expected.get("size"), zero=True)):
+            raise UserError(f"{path}: entry {name[:80]!r} has no size")
+        if not isinstance(expected.get("sha256"), str):
+            raise UserError(f"{path}: entry {name[:80]!r} has no sha256")
+    return manifest
+
+
+def _positive_int(value, zero: bool = False) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= (0 if zero else 1)
 
 
 def verify(directory: Path) -> str | None:
     """None when every listed file has its size and checksum, else what is wrong (one line)."""
     try:
         manifest = read_manifest(directory)
-    except ValueError as exc:
+    except UserError as exc:
         return f"{MANIFEST} unreadable ({exc})"
     if manifest is None:
         return None

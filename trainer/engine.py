@@ -115,9 +115,12 @@ class DeepSpeedEngine(_WrappedModel):
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict):
         import deepspeed
 
+        from trainer.safe_load import install
+
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_config
         )
+        install(self.engine)  # its checkpoint files are unpickled as plain data only
 
     def step(self, loss: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Backward, all-reduce, clip and optimizer step, unless ``skip`` (read on the host:
@@ -200,7 +203,9 @@ class DDPEngine(_WrappedModel):
         # Loaded to the CPU: load_state_dict copies weights and Adam moments to the parameters'
         # device, but leaves Adam's scalar ``step`` tensors where they were loaded; on the GPU
         # each would cost a host sync (``.item()``) per parameter per step.
-        state = torch.load(directory / tag / "ddp_state.pt", map_location="cpu")
+        from trainer.safe_load import load_plain
+
+        state = load_plain(directory / tag / "ddp_state.pt")
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from jicd import distributed as D
 from trainer.engine import DeepSpeedEngine, TrainEngine
+from trainer.safe_load import check_plain_files
 
 log = logging.getLogger(__name__)
 UNIVERSAL_DIR = ".universal"
@@ -39,6 +40,8 @@ def load_engine(engine: TrainEngine, root: Path, tag: str, saved_world: int) -> 
     target = root / UNIVERSAL_DIR
     if D.is_main():
         from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+        check_plain_files(root / tag)  # ds_to_universal unpickles with weights_only=False
 
         shutil.rmtree(target, ignore_errors=True)
         log.info("converting %s (ZeRO partitions of %d ranks) to universal", tag, saved_world)

@@ -87,21 +87,23 @@ def git_revision() -> str:
     return rev.stdout.strip() or "unknown"
 
 
-def prepare_run_dir(cfg: Config) -> None:
-    """Check a resume against the saved config, then write the resolved config (rank 0)."""
+def check_run_dir(cfg: Config) -> list[str]:
+    """Check a resume against the saved config; returns the keys allowed to change."""
     run_dir = Path(cfg.train.run_dir)
     saved = run_dir / "config.yaml"
     has_checkpoint = any((run_dir / "checkpoints").glob("step_*"))
     changed = check_resume_compatible(saved, cfg) if saved.is_file() and has_checkpoint else []
     if changed:
         log.warning("resuming with changed keys (allowed): %s", ", ".join(changed))
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_metadata(cfg, run_dir, changed)
+    return changed
 
 
 def run(args: argparse.Namespace) -> int:
-    """init distributed → resolve → check/dump config → build → train → teardown."""
+    """init distributed → resolve → check config → build → record the run → train → teardown.
+
+    The run folder's ``config.yaml``/``meta.json`` are written only once everything is built
+    (``train.init_from`` loaded, data found), so a refused launch leaves no run folder behind.
+    """
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         if args.world_size < 1:
@@ -117,10 +119,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         D.setup_logging()
         resolve_config(cfg, info.world_size)
-        prepare_run_dir(cfg)
+        changed = check_run_dir(cfg)
         from trainer.loop import Trainer  # heavy imports (DeepSpeed, DALI) after arg checks
 
         trainer = Trainer(cfg, info)
+        if D.is_main():
+            write_run_metadata(cfg, Path(cfg.train.run_dir), changed)
         try:
             trainer.fit()
         finally:

@@ -17,18 +17,21 @@ where the weights live, so ``--checkpoint`` is required on both sides; decoding 
 is refused. The coder is read from the file. Arguments and paths are checked before torch and
 CompressAI are imported (several seconds), so a wrong command line fails at once. Every failure
 is one line on stderr; outputs are written to a temp file and renamed, so a failed file leaves
-no output behind.
+no output behind, and an output that resolves to an input (the image, the ``.jicd`` file or the
+checkpoint) is refused before anything is coded. Images and files larger than the pixel limit
+(:mod:`jicd.codec.limits`, ``--max-pixels``) are refused from their headers.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, run_guarded
-from jicd.files import find_images
+from jicd.cli import OneLineParser, UserError, is_out_of_memory, one_line, run_guarded
+from jicd.files import check_not_input, find_images, protect_inputs
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ def _parser(command: _Command) -> OneLineParser:
     parser.add_argument("--checkpoint", required=True, help="jicd export or Cheng2020 state dict")
     if command is COMPRESS:
         parser.add_argument("--coder", default="wavefront", choices=["wavefront", "serial"])
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image accepted (default: 2^25 wavefront, 2^22 serial; $JICD_MAX_PIXELS)",
+    )
     return parser
 
 
@@ -73,6 +83,8 @@ def plan_jobs(
             if not found:
                 raise UserError(f"{path}: no {'images' if command is COMPRESS else '.jicd files'}")
             files += found
+        elif not stat.S_ISREG(os.stat(path).st_mode):
+            raise UserError(f"{path} is not a regular file")
         else:
             files.append(path)
     batch = len(inputs) > 1 or os.path.isdir(inputs[0]) or output.endswith(os.sep)
@@ -101,17 +113,30 @@ def _run(command: _Command, argv: list[str] | None) -> int:
     jobs, batch = plan_jobs(command, args.inputs, args.output)
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint {args.checkpoint}: no such file")
-    # Everything above is cheap; from here on torch and CompressAI are imported.
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UserError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    with protect_inputs([*(source for source, _ in jobs), args.checkpoint]):
+        for _, target in jobs:
+            check_not_input(target, "-o")
+        return _code(command, args, jobs, batch)
+
+
+def _code(command: _Command, args, jobs: list[tuple[str, str]], batch: bool) -> int:
+    # Everything before this is cheap; from here on torch and CompressAI are imported.
     from jicd.codec.coding import decode_file, encode_file
     from jicd.models.checkpoints import load_for_inference
 
     model, identity = load_for_inference(args.checkpoint)
-    if not batch:
-        source, target = jobs[0]
+
+    def code_one(source: str, target: str, notice=None) -> str:
         if command is COMPRESS:
-            print(encode_file(model, identity, source, target, args.coder))
-        else:
-            decode_file(model, identity, source, target)
+            return encode_file(model, identity, source, target, args.coder, notice, args.max_pixels)
+        return decode_file(model, identity, source, target, args.max_pixels)
+
+    if not batch:
+        line = code_one(*jobs[0])
+        if command is COMPRESS:
+            print(line)
         return 0
     from tqdm import tqdm
 
@@ -119,15 +144,12 @@ def _run(command: _Command, argv: list[str] | None) -> int:
     failed = 0
     for source, target in tqdm(jobs, desc=command.verb.removesuffix("ed"), unit="file"):
         try:
-            if command is COMPRESS:
-                line = encode_file(model, identity, source, target, args.coder, tqdm.write)
-            else:
-                line = decode_file(model, identity, source, target)
-            tqdm.write(line)
-        except (UserError, OSError) as exc:  # this file's problem; the others go on
+            tqdm.write(code_one(source, target, tqdm.write))
+        except Exception as exc:  # this file's problem (or memory); the others go on
+            if not isinstance(exc, UserError | OSError) and not is_out_of_memory(exc):
+                raise
             failed += 1
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            tqdm.write(f"{command.prog}: error: {source}: {message}", file=sys.stderr)
+            tqdm.write(f"{command.prog}: error: {source}: {one_line(exc)}", file=sys.stderr)
     print(
         f"{command.verb} {len(jobs) - failed} of {len(jobs)} files into {args.output}"
         + (f"; {failed} failed (listed above)" if failed else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from jicd.codec.finite import checked_entropy_inputs
 from jicd.codec.placement import refuse_off_cpu
 from jicd.codec.wavefront import WavefrontCoder
 from jicd.errors import UserError
@@ -20,10 +21,14 @@ class SerialCoder:
         """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only).
 
         Always the float entropy path (CompressAI's reference), whatever the export carries.
+
+        Raises:
+            UserError: the model produced values that cannot be entropy-coded (NaN, inf).
         """
         _refuse_integer(entropy)
         refuse_off_cpu(model, self.name)
-        return {**model.compress(x), "entropy": "float"}
+        with checked_entropy_inputs(model):
+            return {**model.compress(x), "entropy": "float"}
 
     @torch.inference_mode()
     def decompress(

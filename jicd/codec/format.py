@@ -4,15 +4,16 @@ Layout (all integers big-endian, no alignment)::
 
     offset  size  field
     0       4     magic            b"JICD"
-    4       2     format version   uint16: 2 (float entropy path) or 3 (integer path); 1 is read
+    4       2     format version   uint16: 3 (float entropy path) or 4 (integer path); 1 and 2
+                                   are still read
     6       1     len(arch)        uint8, then `arch` as UTF-8 (e.g. "jicd", "cheng2020-anchor")
     .       1     quality          uint8 (0 = unknown, e.g. a plain anchor state dict)
     .       2     channels N       uint16
-    .       32    weights sha256   raw digest of the model weights (``identity["weights_sha256"]``)
+    .       32    model digest     raw sha256 identifying the model weights (see below)
     .       1     len(coder)       uint8, then the coder name as UTF-8 ("wavefront" or "serial")
     .       1     len(device)      v2: uint8, then where decoding must compute the entropy
-                                   parameters, as UTF-8 ("cpu"; "any" in v3)
-    .       1     len(entropy)     v3: uint8, then the entropy path as UTF-8 ("integer")
+                                   parameters, as UTF-8 ("cpu"; "any" in v4)
+    .       1     len(entropy)     v4: uint8, then the entropy path as UTF-8 ("integer")
     .       1     len(torch)       v2: uint8, then the encoder's torch version, as UTF-8
     .       1     has check        v2: uint8, 1 when the next field is a checksum
     .       4     index check      v2: uint32 CRC32 of the y stream's CDF indices in coding order
@@ -32,10 +33,25 @@ CPU: :mod:`jicd.codec.placement`; a file asking for another one is refused when 
 checksum of the CDF indices, which the wavefront decoder recomputes, so a machine whose
 arithmetic derives other indices refuses the file instead of writing a wrong image. Version 1
 files (no such fields) are read as "cpu" without a check.
+
+Model identity. Versions 3 and 4 store the digest of the model's *tensors*
+(:func:`jicd.models.identity.weights_digest`: every state-dict entry but the CDF tables that
+``update()`` recomputes, in name order, each as name, dtype, shape and little-endian bytes), so
+re-saving or re-importing the same weights keeps files decodable. Versions 1 and 2 stored the
+sha256 of the model *file*; they still decode with that very file, or with an export made from
+it by ``jicd import-checkpoint``, which records the digests of the files it came from
+(``"file_sha256_aliases"``). A decoder compares the header against the identity of the same
+kind (:func:`jicd.models.identity.accepts`).
+
+Every header text field (arch, coder, device, torch version) must be printable: a file whose
+header holds control characters (terminal escape codes) is refused, not echoed. Readers check
+the magic number before reading the rest, and read at most a given number of bytes
+(:func:`read`), so ``/dev/zero`` or a huge file cannot make them read without limit.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -43,12 +59,14 @@ from dataclasses import dataclass
 import torch
 
 from jicd.errors import UserError
-from jicd.files import write_bytes_atomic
+from jicd.files import open_regular, write_bytes_atomic
 
 MAGIC = b"JICD"
-FORMAT_VERSION = 2  # float entropy path
-INTEGER_VERSION = 3  # integer entropy path (jicd.codec.integer)
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 3  # float entropy path
+INTEGER_VERSION = 4  # integer entropy path (jicd.codec.integer)
+READABLE_VERSIONS = (1, 2, 3, 4)
+TENSOR_DIGEST_VERSION = 3
+"""First version whose model digest is the tensors' (earlier ones: the model file's sha256)."""
 # Where this build computes float entropy parameters for decoding (jicd.codec.placement).
 DECODE_DEVICE = "cpu"
 ANY_DEVICE = "any"  # integer entropy parameters: the same on every device
@@ -64,7 +82,7 @@ class CodedImage:
         arch: Model architecture name from the inference identity.
         quality: Quality index of the model (0 when unknown).
         channels: Channel width N of the model.
-        weights_sha256: Hex sha256 of the model weights that produced the streams.
+        weights_sha256: Hex model digest (version >= 3: of the tensors; earlier: of the file).
         coder: Entropy-coding schedule, "wavefront" or "serial"; decode must use the same one.
         original_size: (H, W) of the input image; the decoder crops back to it.
         padded_size: (H, W) of the padded image that was coded.
@@ -73,7 +91,7 @@ class CodedImage:
         decode_device: Where decoding must compute the entropy parameters ("cpu").
         encoder_torch: torch version of the encoder ("" in version-1 files).
         index_check: CRC32 of the y stream's CDF indices (None: not recorded, e.g. serial).
-        entropy: "float" (versions 1-2) or "integer" (version 3) entropy path.
+        entropy: "float" (versions 1-3) or "integer" (version 4) entropy path.
     """
 
     arch: str
@@ -89,6 +107,13 @@ class CodedImage:
     encoder_torch: str = ""
     index_check: int | None = None
     entropy: str = "float"
+    version: int = FORMAT_VERSION
+    """Format version the file was read from (what kind of model digest it carries)."""
+
+    @property
+    def digest_kind(self) -> str:
+        """``"tensors"`` (version >= 3) or ``"file"``: what ``weights_sha256`` is a digest of."""
+        return "tensors" if self.version >= TENSOR_DIGEST_VERSION else "file"
 
     @property
     def checks(self) -> list[int] | None:
@@ -154,9 +179,12 @@ class _Reader:
     def text(self) -> str:
         (length,) = self.unpack(">B")
         try:
-            return self.take(length).decode("utf-8")
+            text = self.take(length).decode("utf-8")
         except UnicodeDecodeError:
             raise UserError("not a valid .jicd file: corrupted header text") from None
+        if not text.isprintable():
+            raise UserError("not a valid .jicd file: control characters in its header text")
+        return text
 
 
 def _check_envelope(data: bytes) -> tuple[int, bytes]:
@@ -174,7 +202,8 @@ def _check_envelope(data: bytes) -> tuple[int, bytes]:
 
 
 def decode_requirements(encoded: dict) -> dict:
-    """The version-2/3 header fields for a coder's ``compress`` output (``CodedImage(**…)``)."""
+    """The decoding fields of the header for a coder's ``compress`` output
+    (``CodedImage(**…)``)."""
     checks = encoded.get("checks")
     entropy = encoded.get("entropy", "float")
     return {
@@ -182,6 +211,7 @@ def decode_requirements(encoded: dict) -> dict:
         "encoder_torch": torch.__version__,
         "index_check": None if checks is None else int(checks[0]),
         "entropy": entropy,
+        "version": INTEGER_VERSION if entropy == "integer" else FORMAT_VERSION,
     }
 
 
@@ -233,16 +263,34 @@ def decode(data: bytes) -> CodedImage:
         latent_shape=(sizes[4], sizes[5]),
         streams=streams,
         decode_device=decode_device,
+        entropy=entropy,
         encoder_torch=encoder_torch,
         index_check=index_check,
-        entropy=entropy,
+        version=version,
     )
 
 
-def read(path: str) -> CodedImage:
-    """Read and parse a ``.jicd`` file (``OSError`` for a missing file, ``ValueError`` if bad)."""
-    with open(path, "rb") as handle:
-        return decode(handle.read())
+def read(path: str, max_bytes: int = 2**31) -> CodedImage:
+    """Read and parse a ``.jicd`` file of at most ``max_bytes`` bytes.
+
+    The magic number is checked on the first bytes, before the rest is read; anything but a
+    regular file is refused.
+
+    Raises:
+        OSError: a missing or unreadable file.
+        UserError: not a regular file, not a ``.jicd`` file, larger than ``max_bytes``, or bad.
+    """
+    with open_regular(path, ".jicd input") as handle:
+        head = handle.read(len(MAGIC))
+        if head != MAGIC:
+            raise UserError("not a .jicd file (bad magic number or too short)")
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise UserError(f"{path} has {size} bytes, more than the {max_bytes} allowed")
+        data = head + handle.read(size - len(head))  # read(n) allocates n bytes first
+        if handle.read(1):
+            raise UserError(f"{path} grew while being read")
+    return decode(data)
 
 
 def write(path: str, image: CodedImage) -> None:

@@ -25,26 +25,39 @@ log = logging.getLogger(__name__)
 BLOCK = 64
 
 
-def load_rgb(path: str, notice: Callable[[str], None] | None = None) -> torch.Tensor:
+def load_rgb(
+    path: str, notice: Callable[[str], None] | None = None, max_pixels: int | None = None
+) -> torch.Tensor:
     """Read an image file as 8-bit RGB (the conversion rule of :mod:`jicd.pixels`).
 
     Args:
         path: the image file.
         notice: called with one line (``"<path>: <what changed>"``) when the file is not 8-bit
             RGB (grey, alpha, palette, CMYK, 16-bit…); default: a logged warning.
+        max_pixels: refuse larger images, from their header, before decoding a pixel (default:
+            PIL's decompression-bomb limit only).
 
     Returns:
         (1, 3, H, W) float32 in [0, 1].
 
     Raises:
-        UserError: the file exists but is not a readable image.
+        UserError: the file exists but is not a readable image, or is too large.
     """
     try:
         with Image.open(path) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise UserError(
+                    f"{path} is {img.width}x{img.height} = {img.width * img.height} pixels, more "
+                    f"than the limit of {max_pixels} (raise it with --max-pixels N)"
+                )
             change = conversion_notice(img, path)
             array = np.asarray(to_rgb8(img), dtype=np.uint8)
-    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        # PIL raises SyntaxError/ValueError for some damaged headers
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{path} is refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, SyntaxError, ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, UserError | FileNotFoundError | PermissionError):
+            raise
+        # PIL raises SyntaxError/ValueError/OSError/EOFError for damaged or truncated data
         raise UserError(f"{path} is not a readable image file ({type(exc).__name__})") from None
     if change is not None:
         (notice or log.warning)(f"{path}: {change}")

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jicd.errors import UserError
+
 # Element-wise activations that may be applied to a (P, C) matrix instead of a (P, C, 1, 1) map.
 _POINTWISE_ACTIVATIONS = (nn.LeakyReLU, nn.ReLU, nn.GELU, nn.Identity)
 
@@ -38,18 +40,18 @@ def causal_taps(context: nn.Conv2d) -> list[tuple[int, int]]:
     """Return the ``(di, dj)`` offsets the masked context convolution reads, in kernel order.
 
     Raises:
-        ValueError: if the layer is not a stride-1, same-padded, causally masked square conv.
+        UserError: if the layer is not a stride-1, same-padded, causally masked square conv.
     """
     k = context.kernel_size[0]
     pad = k // 2
     if context.kernel_size != (k, k) or context.stride != (1, 1) or context.padding != (pad, pad):
-        raise ValueError("context_prediction must be a stride-1 'same' square convolution")
+        raise UserError("context_prediction must be a stride-1 'same' square convolution")
     mask = getattr(context, "mask", None)
     if mask is None or not bool((mask == mask[:1, :1]).all()):
-        raise ValueError("context_prediction needs a channel-independent 'mask' (MaskedConv2d)")
+        raise UserError("context_prediction needs a channel-independent 'mask' (MaskedConv2d)")
     taps = [(ki - pad, kj - pad) for ki, kj in (mask[0, 0] != 0).nonzero().tolist()]
     if any(di > 0 or (di == 0 and dj >= 0) for di, dj in taps):
-        raise ValueError("context_prediction mask is not causal (reads not yet decoded positions)")
+        raise UserError("context_prediction mask is not causal (reads not yet decoded positions)")
     return taps
 
 

@@ -43,6 +43,7 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
 
+from jicd.codec.finite import check_codable
 from jicd.codec.integer import coder as integer_coder
 from jicd.codec.placement import ENTROPY_DEVICE, analysis_transforms, entropy_side, model_device
 from jicd.codec.rans import INDEX_MISMATCH, CdfTables, check_streams, index_crc, int_list
@@ -94,10 +95,12 @@ def encode_latent_checked(model: nn.Module, y: Tensor, params: Tensor) -> tuple[
             symbols.append(symbol)
             indexes.append(index)
             crc = index_crc(index, crc)
+    coded = torch.cat(symbols)
+    check_codable("the coded symbols (y minus its predicted means)", coded)
     tables = CdfTables.of(side.gaussian_conditional)
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(
-        int_list(torch.cat(symbols).int()),
+        int_list(coded.int()),
         int_list(torch.cat(indexes)),
         tables.cdfs,
         tables.lengths,
@@ -173,9 +176,13 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
     side = entropy_side(model)
     y, z = analysis_transforms(model, x)
     y, z = y.to(ENTROPY_DEVICE), z.to(ENTROPY_DEVICE)
+    check_codable("the latent y", y)
+    check_codable("the hyper-latent z", z)
     z_strings = side.entropy_bottleneck.compress(z)
     z_hat = side.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    return y, z_strings, z.shape[-2:], hyper_params(side, z_hat)
+    params = hyper_params(side, z_hat)
+    check_codable("the hyper-prior parameters", params)
+    return y, z_strings, z.shape[-2:], params
 
 
 class WavefrontCoder:

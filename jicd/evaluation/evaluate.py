@@ -39,9 +39,11 @@ from jicd.codec import get_coder
 from jicd.evaluation import panels, pipelines
 from jicd.evaluation.denoisers import TorchScriptDenoiser
 from jicd.evaluation.protocol import dataset_items, noisy_pairs, protocol_record, quality_scores
-from jicd.files import write_bytes_atomic, write_json_atomic
+from jicd.evaluation.results_files import results_file_name
+from jicd.files import protect_inputs, write_bytes_atomic, write_json_atomic
 from jicd.metrics import image_bpp
 from jicd.models.checkpoints import load_for_inference
+from jicd.names import safe_name
 from jicd.noise import EVALUATION_CHOICES, parse_noise
 
 METRICS = (
@@ -181,14 +183,15 @@ def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], 
     rank, world = distributed.get_rank(), distributed.get_world_size()
     jobs = [(s, p) for s, paths in datasets.items() for p in paths[rank::world]]
     rows = []
-    bar = tqdm(total=len(jobs) * len(args.levels), desc=Path(checkpoint).name, disable=rank != 0)
-    for set_name, path in jobs:
-        for level, clean, noisy in noisy_pairs(path, args.levels, args.seed):
-            scores = code_and_score(model, coder, noisy, clean, denoiser, args.repeats)
-            row = _row(args, checkpoint, identity, set_name, path, level, clean, scores)
-            rows.append({**row, "name": name, "pipeline": spec})
-            bar.update(1)
-    bar.close()
+    total = len(jobs) * len(args.levels)
+    # closed on an error too, so that the error line starts on a line of its own
+    with tqdm(total=total, desc=Path(checkpoint).name, disable=rank != 0) as bar:
+        for set_name, path in jobs:
+            for level, clean, noisy in noisy_pairs(path, args.levels, args.seed):
+                scores = code_and_score(model, coder, noisy, clean, denoiser, args.repeats)
+                row = _row(args, checkpoint, identity, set_name, path, level, clean, scores)
+                rows.append({**row, "name": name, "pipeline": spec})
+                bar.update(1)
     return rows
 
 
@@ -274,14 +277,14 @@ def write_results(rows: list[dict], output: Path, protocol: dict | None = None) 
     ):
         if protocol is not None:
             payload["protocol"] = protocol
-        written.append(output / f"{name}-{set_name}-level{level}.json")
+        written.append(output / results_file_name(name, set_name, level))
         write_json_atomic(written[-1], payload)
     for name in sorted({row["name"] for row in rows}):
         mine = [r for r in rows if r["name"] == name]
         mine.sort(key=lambda r: (r["set"], r["image"], str(r["level"]), str(r["quality"])))
-        written.append(output / f"{name}-per_image.json")
+        written.append(output / (safe_name(f"{name}-per_image") + ".json"))
         write_json_atomic(written[-1], mine)
-        written.append(output / f"{name}-per_image.csv")
+        written.append(output / (safe_name(f"{name}-per_image") + ".csv"))
         write_bytes_atomic(written[-1], _csv_bytes(mine))
     return written
 
@@ -310,12 +313,22 @@ def run(args) -> int:
     rows += run_classical_rows(args, specs, datasets, sweeps)
     rows = gather_rows(rows)
     if distributed.is_main():
-        protocol = protocol_record(args.coder, args.seed, args.repeats, args.threads)
-        written = write_results(rows, Path(args.output), protocol)
-        if args.save_images:
-            written += save_panels(args, rows, datasets, coder)
+        with protect_inputs(input_files(args, datasets)):
+            protocol = protocol_record(args.coder, args.seed, args.repeats, args.threads)
+            written = write_results(rows, Path(args.output), protocol)
+            if args.save_images:
+                written += save_panels(args, rows, datasets, coder)
         print(f"wrote {len(written)} files to {args.output}")
     return 0
+
+
+def input_files(args, datasets: dict[str, list]) -> list:
+    """Every file this evaluation read: checkpoints, the denoiser, the images (never outputs)."""
+    files = [*args.checkpoint, *([args.denoiser] if args.denoiser else [])]
+    for items in datasets.values():
+        for item in items:
+            files += [item] if isinstance(item, Path) else [item.noisy, item.clean]
+    return [path for path in files if path is not None]
 
 
 def run_classical_rows(args, specs, datasets, sweeps) -> list[dict]:

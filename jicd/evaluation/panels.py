@@ -20,6 +20,7 @@ from torch import Tensor
 from jicd.codec.images import to_uint8
 from jicd.evaluation.protocol import noisy_pairs
 from jicd.files import write_bytes_atomic
+from jicd.names import safe_name
 
 TILE_WIDTH = 384
 """Width of one column in pixels (images are downscaled to it, never upscaled)."""
@@ -170,6 +171,6 @@ def write_panels(
             ]
             tiles += [(_label(r), _caption(r), reconstruct(r, noisy)) for r in members]
             title = f"{set_name} / {path.name}, noise level {level}: PSNR against the clean image"
-            written.append(output / f"{set_name}-{path.stem}-level{level}.png")
+            written.append(output / (safe_name(f"{set_name}-{path.stem}-level{level}") + ".png"))
             write_bytes_atomic(written[-1], render_panel(title, tiles, clean))
     return written

@@ -8,12 +8,16 @@
 the results it writes ``rd-{set}-level{L}.png`` (PSNR and MS-SSIM vs bpp) and ``bd_rate.md`` /
 ``bd_rate.json``: every result curve against every other curve, BD-rates on PSNR and on
 MS-SSIM (dB) computed by :mod:`jicd.evaluation.curves`, next to the raw RD points.
+
+Results JSONs come from anyone (:mod:`jicd.evaluation.results_files` checks them): the plot
+names go through :func:`jicd.names.safe_name`, so every file lands inside ``--output``; every
+output is computed before the first one is written, so a bad input leaves no report behind;
+and no output may replace a results or reference file that was read.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from dataclasses import replace
@@ -32,102 +36,18 @@ from jicd.evaluation.curves import (  # noqa: E402
     bd_rate,
     has_ms_ssim,
     in_metric,
-    sorted_curve,
 )
 from jicd.evaluation.protocol import PSNR_CONVENTIONS  # noqa: E402
-from jicd.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from jicd.evaluation.results_files import (  # noqa: E402
+    DEFAULT_REFERENCE,
+    load_reference,
+    load_results,
+    resolve_reference,
+)
+from jicd.files import protect_inputs, write_bytes_atomic, write_json_atomic  # noqa: E402
+from jicd.names import printable, safe_name  # noqa: E402
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-DEFAULT_REFERENCE = "baseline_eccv22"
-# A reference file names its PSNR convention ("psnr_metric"); the published denoising-codec
-# numbers come from the authors' code, so that is the default.
-DEFAULT_REFERENCE_METRIC = "psnr"
 PSNR_METRICS = tuple(PSNR_CONVENTIONS)  # table columns: psnr, psnr-rgb
-
-
-def resolve_reference(spec: str) -> Path:
-    """A reference file path, or the name of a bundled one (``baseline_eccv22``)."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    bundled = REFERENCE_DIR / f"{path.stem}.json"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(p.stem for p in REFERENCE_DIR.glob("*.json")))
-    raise UserError(f"reference not found: {spec} (bundled: {names})")
-
-
-def load_reference(path: Path) -> dict[tuple[str, int], Curve]:
-    """Published points ``{set: {level: {bpp, psnr[, ms_ssim]}}}`` → curves per (set, level)."""
-    payload = _read_json(path)
-    curves = {}
-    for set_name, levels in payload.items():
-        if not isinstance(levels, dict):
-            continue
-        for level, points in levels.items():
-            if not (str(level).isdigit() and isinstance(points, dict) and "bpp" in points):
-                continue
-            curve = Curve(
-                path.stem,
-                points["bpp"],
-                points["psnr"],
-                points.get("ms_ssim"),
-                payload.get("qualities"),
-                measured=False,
-                metric=payload.get("psnr_metric", DEFAULT_REFERENCE_METRIC),
-            )
-            curves[(set_name, int(level))] = sorted_curve(curve)
-    if not curves:
-        raise UserError(f"{path} has no {{set: {{level: {{bpp, psnr}}}}}} reference points")
-    return curves
-
-
-def load_results(folder: Path) -> dict[tuple[str, int], list[Curve]]:
-    """``jicd evaluate`` JSONs in ``folder`` → our curves per (set, level)."""
-    if not folder.is_dir():
-        raise UserError(f"results folder not found: {folder}")
-    curves: dict[tuple[str, int], list[Curve]] = {}
-    for path in sorted(folder.glob("*.json")):
-        payload = _read_json(path)
-        if not isinstance(payload, dict) or not {"results", "set", "level"} <= payload.keys():
-            continue  # per-image files and foreign JSONs
-        res = payload["results"]
-        # Older results (or rows without it) have no usable ``psnr``: fall back to psnr-rgb.
-        by_metric = {m: res[m] for m in PSNR_CONVENTIONS if _all_numbers(res.get(m))}
-        metric = "psnr" if "psnr" in by_metric else "psnr-rgb"
-        curve = Curve(
-            payload["name"],
-            res["bpp"],
-            by_metric[metric],
-            res.get("ms-ssim-rgb"),
-            res.get("quality"),
-            metric=metric,
-            psnr_by_metric=by_metric,
-        )
-        curves.setdefault((payload["set"], level_key(payload["level"])), []).append(
-            sorted_curve(curve)
-        )
-    if not curves:
-        raise UserError(f"no jicd evaluate results (*-SET-levelL.json) in {folder}")
-    return curves
-
-
-def _all_numbers(values) -> bool:
-    return isinstance(values, list) and all(
-        isinstance(v, (int, float)) and not math.isnan(v) for v in values
-    )
-
-
-def level_key(level: int | str) -> int | str:
-    """A results JSON's level: 1-4 as int (matching the reference files), a name as is."""
-    return int(level) if str(level).isdigit() else str(level)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def plot_level(set_name: str, level: int, curves: list[Curve]) -> bytes:
@@ -163,10 +83,15 @@ def _fmt(value, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _cell(value) -> str:
+    """A markdown table cell from file contents: printable, no column breaks."""
+    return printable(value, 80).replace("|", "\\|")
+
+
 def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list[BdRate]) -> str:
     """Raw RD points, then the BD-rates, for one (set, level)."""
     lines = [
-        f"## {set_name}, level {level}",
+        f"## {_cell(set_name)}, level {_cell(level)}",
         "",
         "| curve | q | bpp | psnr [dB] | psnr-rgb [dB] | MS-SSIM |",
         "|---|---|---|---|---|---|",
@@ -180,7 +105,8 @@ def markdown_section(set_name: str, level: int, curves: list[Curve], rates: list
                 _fmt(by_metric[m][i] if m in by_metric else None, 4) for m in PSNR_METRICS
             )
             lines.append(
-                f"| {curve.label} | {quality} | {bpp:.4f} | {psnrs} | {_fmt(ms_ssim, 5)} |"
+                f"| {_cell(curve.label)} | {_cell(quality)} | {bpp:.4f} | {psnrs} "
+                f"| {_fmt(ms_ssim, 5)} |"
             )
     lines += rate_table(rates, "BD-rate (PSNR)", with_metric=True)
     return "\n".join(lines) + "\n"
@@ -194,7 +120,8 @@ def rate_table(rates: list[BdRate], title: str, with_metric: bool) -> list[str]:
     for r in rates:
         percent = "n/a" if math.isnan(r.percent) else f"{r.percent:.2f} %"
         compared = f" {r.metric} |" if with_metric else ""
-        lines.append(f"| {r.test} | {r.anchor} | {percent} |{compared} {r.method} | {r.note} |")
+        names = f"| {_cell(r.test)} | {_cell(r.anchor)} |"
+        lines.append(f"{names} {percent} |{compared} {r.method} | {r.note} |")
     return lines
 
 
@@ -205,29 +132,28 @@ def ms_ssim_section(rates: list[BdRate]) -> str:
     return "\n".join(rate_table(rates, "BD-rate (MS-SSIM dB)", with_metric=False)) + "\n"
 
 
-def build_report(results: dict, references: list[dict], output: Path) -> list[Path]:
-    """Write one PNG per (set, level) plus ``bd_rate.md`` and ``bd_rate.json``; return paths."""
-    output.mkdir(parents=True, exist_ok=True)
-    written, sections, table = [], [], []
+def plot_name(set_name, level) -> str:
+    """The RD plot's file name for one (set, level): safe whatever the results file says."""
+    return safe_name(f"rd-{set_name}-level{level}") + ".png"
+
+
+def render_report(results: dict, references: list[dict]) -> dict[str, bytes]:
+    """Every report file as ``{file name: bytes}``: one PNG per (set, level), ``bd_rate.md``,
+    ``bd_rate.json``.
+
+    Raises:
+        UserError: two (set, level) pairs whose plot names would coincide.
+    """
+    files: dict[str, bytes] = {}
+    sections, table = [], []
     for (set_name, level), ours in sorted(results.items(), key=lambda kv: tuple(map(str, kv[0]))):
         refs = [ref[(set_name, level)] for ref in references if (set_name, level) in ref]
         curves = ours + refs
-        # Against a curve, ours are read in that curve's PSNR convention (published baseline /
-        # JICDCLS: psnr, CompressAI: psnr-rgb); ours against ours in psnr.
-        rates = [
-            replace(bd_rate(anchor, in_metric(test, anchor.metric)), metric=anchor.metric)
-            for test in ours
-            for anchor in curves
-            if anchor is not test
-        ]
-        ms_rates = [
-            bd_rate(as_ms_ssim_db(anchor), as_ms_ssim_db(test))
-            for test in ours
-            for anchor in curves
-            if anchor is not test and has_ms_ssim(anchor) and has_ms_ssim(test)
-        ]
-        written.append(output / f"rd-{set_name}-level{level}.png")
-        write_bytes_atomic(written[-1], plot_level(set_name, level, curves))
+        rates, ms_rates = _rates(ours, curves)
+        name = plot_name(set_name, level)
+        if name in files:
+            raise UserError(f"two result sets would both be plotted to {name} (set/level names)")
+        files[name] = plot_level(printable(set_name, 80), level, curves)
         sections.append(
             markdown_section(set_name, level, curves, rates) + ms_ssim_section(ms_rates)
         )
@@ -248,10 +174,44 @@ def build_report(results: dict, references: list[dict], output: Path) -> list[Pa
         "`psnr`, CompressAI: `psnr-rgb`), ours against ours in `psnr`; column "
         "*PSNR compared*.\n\n"
     )
-    written.append(output / "bd_rate.md")
-    write_bytes_atomic(written[-1], (header + "\n".join(sections)).encode("utf-8"))
-    written.append(output / "bd_rate.json")
-    write_json_atomic(written[-1], table)
+    files["bd_rate.md"] = (header + "\n".join(sections)).encode("utf-8")
+    files["bd_rate.json"] = table
+    return files
+
+
+def _rates(ours: list[Curve], curves: list[Curve]) -> tuple[list[BdRate], list[BdRate]]:
+    """BD-rates of each of ``ours`` against every other curve, on PSNR and on MS-SSIM (dB)."""
+    # Against a curve, ours are read in that curve's PSNR convention (published baseline /
+    # JICDCLS: psnr, CompressAI: psnr-rgb); ours against ours in psnr.
+    rates = [
+        replace(bd_rate(anchor, in_metric(test, anchor.metric)), metric=anchor.metric)
+        for test in ours
+        for anchor in curves
+        if anchor is not test
+    ]
+    ms_rates = [
+        bd_rate(as_ms_ssim_db(anchor), as_ms_ssim_db(test))
+        for test in ours
+        for anchor in curves
+        if anchor is not test and has_ms_ssim(anchor) and has_ms_ssim(test)
+    ]
+    return rates, ms_rates
+
+
+def build_report(results: dict, references: list[dict], output: Path) -> list[Path]:
+    """Write one PNG per (set, level) plus ``bd_rate.md`` and ``bd_rate.json``; return paths.
+
+    Everything is rendered first, so an error leaves nothing in ``output``.
+    """
+    files = render_report(results, references)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in files.items():
+        written.append(output / name)
+        if isinstance(content, bytes):
+            write_bytes_atomic(written[-1], content)
+        else:
+            write_json_atomic(written[-1], content)
     return written
 
 
@@ -270,9 +230,13 @@ def build_parser() -> OneLineParser:
 
 
 def run(args) -> int:
-    """Load results and references, write the report."""
-    references = [load_reference(resolve_reference(spec)) for spec in args.reference]
-    written = build_report(load_results(Path(args.results)), references, Path(args.output))
+    """Load results and references, write the report (never over a file that was read)."""
+    paths = [resolve_reference(spec) for spec in args.reference]
+    references = [load_reference(path) for path in paths]
+    used: list[Path] = []
+    results = load_results(Path(args.results), used)
+    with protect_inputs([*paths, *used]):
+        written = build_report(results, references, Path(args.output))
     print(f"wrote {len(written)} files to {args.output}")
     return 0
 

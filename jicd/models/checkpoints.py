@@ -31,13 +31,21 @@ from torch import Tensor, nn
 from jicd.codec.integer.export import INTEGER_KEY, attach
 from jicd.config import from_dict
 from jicd.errors import UserError
-from jicd.files import torch_save_atomic
+from jicd.files import read_capped, torch_load_plain, torch_save_atomic
+from jicd.models.buffers import check_derived_buffers, derived_buffers
+from jicd.models.identity import file_aliases, weights_digest
 from jicd.models.joint_codec import JointDenoisingCodec
-from jicd.models.presets import ModelConfig, build_model_from_config, channels_for_quality
+from jicd.models.presets import (
+    MAX_CHANNELS,
+    ModelConfig,
+    build_model_from_config,
+    channels_for_quality,
+)
 from jicd.models.released import (
     ANCHOR_KEY,
     EXPORT_FORMAT,
     LAYOUTS,
+    MODEL_N_KEY,
     detect_format,
     qualities_of,
     to_ours,
@@ -46,6 +54,8 @@ from jicd.models.released import (
 
 log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
+MAX_MODEL_FILE_BYTES = 2**31
+"""Largest model file read for inference (a Cheng2020 export at N = 192 is ~50 MB)."""
 ANCHOR_ARCH = "cheng2020-anchor"
 GA0_LAYERS = 3  # g_a[0:3] → ga0, g_a[3:7] → ga1
 NEW_MODULES = (
@@ -123,22 +133,23 @@ def load_for_inference(
     Returns:
         ``(model, identity)``: the model after ``update(force=True)`` and ``eval()``, on
         ``map_location``; ``identity = {"arch", "quality", "channels", "weights_sha256",
-        "entropy"}`` (``quality`` is None for a plain Cheng2020Anchor, whose N fits three
-        qualities; ``entropy`` is "integer" for an integerized export, whose integer entropy
-        model is attached as ``model.integer_entropy``, else "float").
+        "entropy", "legacy_sha256"}`` (``quality`` is None for a plain Cheng2020Anchor, whose N
+        fits three qualities; ``entropy`` is "integer" for an integerized export, whose integer
+        entropy model is attached as ``model.integer_entropy``, else "float";
+        ``weights_sha256`` is the digest of the tensors, integer entropy model included, and
+        ``legacy_sha256`` the file digests that ``.jicd`` files before version 3 recorded:
+        :mod:`jicd.models.identity`).
 
     Raises:
         ValueError: one line, when the file is missing, unreadable or of an unknown kind.
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read model file {path}: {err.strerror}") from None
+    raw = read_capped(path, MAX_MODEL_FILE_BYTES, "model file")
     payload = _torch_load(io.BytesIO(raw), f"model file {path}")
-    entropy = "float"
+    entropy, aliases = "float", []
     if isinstance(payload, dict) and "format" in payload:
         model, cfg = _model_from_export(payload, path)
         identity = {"arch": cfg.arch_name(), "quality": cfg.quality, "channels": model.N}
+        aliases = file_aliases(payload)
         if payload.get(INTEGER_KEY) is not None:
             attach(model, payload[INTEGER_KEY], str(path))
             entropy = "integer"
@@ -150,10 +161,20 @@ def load_for_inference(
     else:
         model = _anchor_from_state_dict(payload, path)
         identity = {"arch": ANCHOR_ARCH, "quality": None, "channels": model.N}
-    identity["weights_sha256"] = hashlib.sha256(raw).hexdigest()
+    identity["weights_sha256"] = weights_digest(model.state_dict())
+    identity["legacy_sha256"] = [hashlib.sha256(raw).hexdigest(), *aliases]
     identity["entropy"] = entropy
     model.update(force=True)
     return model.to(map_location).eval(), identity
+
+
+def export_file_digests(path: str | Path) -> list[str]:
+    """The file digests an export of ``path`` must keep accepting: ``path``'s own sha256 and
+    the ones ``path`` recorded from the files it was imported from (``jicd import-checkpoint``
+    of an export)."""
+    raw = read_capped(path, MAX_MODEL_FILE_BYTES, "model file")
+    aliases = file_aliases(_torch_load(io.BytesIO(raw), f"model file {path}"))
+    return list(dict.fromkeys([hashlib.sha256(raw).hexdigest(), *aliases]))
 
 
 def import_checkpoint(
@@ -286,8 +307,17 @@ def _model_from_export(payload: Any, path: str | Path) -> tuple[JointDenoisingCo
         cfg = from_dict(ModelConfig, payload.get("model"), prefix="model")
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
+    state_dict = payload.get("state_dict") or {}
+    # The config sizes the model: check it against the weights before building anything.
+    found = state_dict.get(MODEL_N_KEY) if isinstance(state_dict, dict) else None
+    if not isinstance(found, Tensor) or found.dim() != 4 or found.size(0) != cfg.num_channels():
+        shape = list(found.shape) if isinstance(found, Tensor) else None
+        raise UserError(
+            f"{path}: the export's config asks for N={cfg.num_channels()} but its weights "
+            f"{MODEL_N_KEY!r} have shape {shape}"
+        )
     model = build_model_from_config(cfg)
-    _load(model, payload.get("state_dict") or {}, strict=True, where=str(path))
+    _load(model, state_dict, strict=True, where=str(path))
     return model, cfg
 
 
@@ -307,18 +337,16 @@ def _read_state_dict(source: Any) -> StateDict:
 
 
 def _torch_load(source: Any, what: str) -> Any:
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{what} does not exist") from None
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise UserError(f"{what} is not a readable torch file ({type(err).__name__})") from None
+    return torch_load_plain(source, what)
 
 
 def _anchor_channels(state_dict: StateDict, where: str = "checkpoint") -> int:
     if ANCHOR_KEY not in state_dict:
         raise UserError(f"{where}: not a cheng2020-anchor state dict (no {ANCHOR_KEY!r})")
-    return int(state_dict[ANCHOR_KEY].size(0))
+    channels = int(state_dict[ANCHOR_KEY].size(0))
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise UserError(f"{where}: {ANCHOR_KEY!r} asks for N={channels}, at most {MAX_CHANNELS}")
+    return channels
 
 
 def _split_analysis_keys(state_dict: StateDict) -> StateDict:
@@ -334,9 +362,13 @@ def _split_analysis_keys(state_dict: StateDict) -> StateDict:
 
 
 def _load(model: nn.Module, state_dict: StateDict, strict: bool, where: str = "checkpoint"):
-    """CompressAI's ``load_state_dict`` (resizes CDF buffers) with a one-line error."""
+    """CompressAI's ``load_state_dict`` (resizes CDF buffers) with a one-line error, then
+    :func:`check_derived_buffers`."""
+    expected = derived_buffers(model)
     try:
-        return model.load_state_dict(state_dict, strict=strict)
+        result = model.load_state_dict(state_dict, strict=strict)
     except (RuntimeError, KeyError) as err:  # KeyError: CompressAI's CDF-buffer resizing
         detail = " ".join(str(err).split())
         raise UserError(f"{where}: weights do not fit the model: {detail[:300]}") from None
+    check_derived_buffers(model, expected, where)
+    return result

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 from jicd.cli import OneLineParser, UserError, guarded_main
-from jicd.files import sha256_file, torch_save_atomic
-from jicd.models.checkpoints import import_checkpoint, save_export
+from jicd.files import check_not_input, protect_inputs, sha256_file, torch_save_atomic
+from jicd.models.checkpoints import export_file_digests, import_checkpoint, save_export
+from jicd.models.identity import ALIASES_KEY
 from jicd.models.presets import QUALITIES
 from jicd.models.released import FORMATS
 
@@ -35,12 +36,16 @@ def build_parser() -> OneLineParser:
 
 
 def run(args) -> int:
-    """Import, then write the export atomically."""
+    """Import, then write the export atomically (never over the source)."""
     source, output = Path(args.source), Path(args.output)
     if not source.is_file():
         raise UserError(f"file not found: {source}")
-    if output.resolve() == source.resolve():
-        raise UserError(f"-o {output} would overwrite the source file")
+    with protect_inputs([source]):
+        check_not_input(output, "-o")
+        return _import(source, output, args)
+
+
+def _import(source: Path, output: Path, args) -> int:
     model, cfg, fmt = import_checkpoint(source, args.quality, args.format)
     provenance = {
         "file": source.name,
@@ -51,7 +56,10 @@ def run(args) -> int:
         model.update(force=True)
         torch_save_atomic(model.state_dict(), output)
     else:
-        save_export(output, model, cfg, extra={"imported_from": provenance})
+        extra: dict = {"imported_from": provenance}
+        if fmt == "export":  # .jicd files written before v3 name the source file's digest
+            extra[ALIASES_KEY] = export_file_digests(source)
+        save_export(output, model, cfg, extra=extra)
     digest = sha256_file(output)
     arch = cfg.arch_name() if cfg is not None else "cheng2020-anchor"
     print(f"{source} ({fmt}) -> {output}: {arch}, quality {args.quality}, sha256 {digest}")

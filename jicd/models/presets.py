@@ -17,6 +17,11 @@ QUALITIES: dict[int, tuple[int, float]] = {
     6: (192, 0.0483),
 }
 HEADS = ("paper", "authors")
+MAX_CHANNELS = 1024
+"""Largest N a config (or a file's weights) may ask for: the published models use 128-320, and
+an export from someone else must not make the loader build an arbitrarily large model."""
+MAX_ONN_Q = 8
+MAX_PROJ_DIM = 4096
 ABLATION_FLAGS = ("contrastive", "self_onn", "multi_scale")
 
 
@@ -107,10 +112,18 @@ class ModelConfig:
             raise UserError(f"model.preset: unknown {self.preset!r}; choose from {sorted(PRESETS)}")
         if self.quality not in QUALITIES:
             raise UserError(f"model.quality must be in {sorted(QUALITIES)}, got {self.quality}")
-        if self.channels is not None and (self.channels < 4 or self.channels % 4):
-            raise UserError(f"model.channels must be a positive multiple of 4, got {self.channels}")
-        if self.onn_q < 1 or self.proj_dim < 1:
-            raise UserError("model.onn_q and model.proj_dim must be >= 1")
+        if self.channels is not None and (
+            self.channels < 4 or self.channels % 4 or self.channels > MAX_CHANNELS
+        ):
+            raise UserError(
+                f"model.channels must be a multiple of 4 in [4, {MAX_CHANNELS}], "
+                f"got {self.channels}"
+            )
+        if not (1 <= self.onn_q <= MAX_ONN_Q and 1 <= self.proj_dim <= MAX_PROJ_DIM):
+            raise UserError(
+                f"model.onn_q must be in [1, {MAX_ONN_Q}] and model.proj_dim in "
+                f"[1, {MAX_PROJ_DIM}], got {self.onn_q} and {self.proj_dim}"
+            )
         _check_head(self.head)
         if PRESETS[self.preset].denoiser in ("attention", "identity") and (
             self.flags()["self_onn"] or self.flags()["multi_scale"]

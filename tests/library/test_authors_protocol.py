@@ -13,7 +13,7 @@ from tiny_codec import make_image
 from torchvision import transforms
 
 from jicd.codec.images import load_rgb
-from jicd.evaluation import report
+from jicd.evaluation import report, results_files
 from jicd.evaluation.evaluate import write_results
 from jicd.evaluation.protocol import noisy_pairs
 from jicd.metrics import psnr_8bit, psnr_truncated
@@ -89,7 +89,8 @@ def test_noise_of_a_non_multiple_of_64_image_is_full_image_noise_then_crop(tmp_p
 def rows(psnr_shift: float) -> list[dict]:
     """Per-image rows whose ``psnr`` equals the baseline's published Kodak level-1 points and
     whose ``psnr-rgb`` is ``psnr_shift`` dB higher."""
-    published = report.load_reference(report.resolve_reference("baseline_eccv22"))[("kodak", 1)]
+    reference = results_files.resolve_reference("baseline_eccv22")
+    published = results_files.load_reference(reference)[("kodak", 1)]
     return [
         {
             "name": "ours",
@@ -115,7 +116,7 @@ def test_report_compares_each_reference_in_its_own_psnr_convention(tmp_path) -> 
     saved = json.loads((tmp_path / "results" / "ours-kodak-level1.json").read_text())
     assert saved["protocol"] == {"psnr": "truncation"} and "psnr" in saved["results"]
     # A CompressAI-convention reference: the same points, read as psnr-rgb.
-    published = json.loads((report.REFERENCE_DIR / "baseline_eccv22.json").read_text())
+    published = json.loads((results_files.REFERENCE_DIR / "baseline_eccv22.json").read_text())
     rgb_ref = {"psnr_metric": "psnr-rgb", "qualities": published["qualities"]}
     rgb_ref["kodak"] = {"1": {k: v for k, v in published["kodak"]["1"].items()}}
     rgb_ref["kodak"]["1"]["psnr"] = [p + 0.3 for p in rgb_ref["kodak"]["1"]["psnr"]]

@@ -59,7 +59,7 @@ def test_format_round_trip_and_layout():
     coded = _coded_example()
     data = jicd_format.encode(coded)
     assert jicd_format.decode(data) == coded
-    assert data[:4] == b"JICD" and data[4:6] == b"\x00\x02"
+    assert data[:4] == b"JICD" and data[4:6] == b"\x00\x03"
     assert coded.payload_bytes == 32
 
 
@@ -77,8 +77,8 @@ def test_format_rejects_every_truncation_and_bit_flip():
 
 def test_format_rejects_other_versions():
     data = bytearray(jicd_format.encode(_coded_example()))
-    data[5] = 4
-    with pytest.raises(ValueError, match="version 4"):
+    data[5] = 5
+    with pytest.raises(ValueError, match="version 5"):
         jicd_format.decode(bytes(data))
 
 

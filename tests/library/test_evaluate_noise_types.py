@@ -11,7 +11,7 @@ from tiny_codec import make_export, make_image
 
 from jicd.evaluation.evaluate import main as evaluate_main
 from jicd.evaluation.protocol import PairedImage, dataset_items, noisy_pairs
-from jicd.evaluation.report import load_results
+from jicd.evaluation.results_files import load_results
 from jicd.noise import noisy_at
 
 

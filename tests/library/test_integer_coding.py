@@ -99,7 +99,7 @@ def test_paths_must_match(model) -> None:
         get_coder("serial").compress(model, x, entropy="integer")
 
 
-def test_version_3_header() -> None:
+def test_version_4_header() -> None:
     fields = dict(
         arch="jicd", quality=3, channels=16, weights_sha256="ab" * 32, coder="wavefront",
         original_size=(60, 120), padded_size=(64, 128), latent_shape=(1, 2),
@@ -108,10 +108,10 @@ def test_version_3_header() -> None:
     requirements = jicd_format.decode_requirements({"checks": [7], "entropy": "integer"})
     integer = jicd_format.CodedImage(**(fields | requirements | {"encoder_torch": "2.x"}))
     data = jicd_format.encode(integer)
-    assert data[4:6] == b"\x00\x03" and jicd_format.decode(data) == integer
+    assert data[4:6] == b"\x00\x04" and jicd_format.decode(data) == integer
     assert integer.decode_device == "any" and integer.entropy == "integer"
     floating = jicd_format.CodedImage(**fields)
-    assert jicd_format.encode(floating)[4:6] == b"\x00\x02"  # float files stay version 2
+    assert jicd_format.encode(floating)[4:6] == b"\x00\x03"  # float-path files are version 3
     # a version-3 file that claims another path is refused (CRC made valid again)
     body = data[:-4].replace(b"\x07integer", b"\x07float32")
     with pytest.raises(UserError, match="unsupported .jicd entropy path 'float32'"):
@@ -146,7 +146,7 @@ def test_integerize_writes_an_export_the_commands_use(files, capsys, tmp_path) -
     checkpoint = ["--checkpoint", str(files["int"])]
     assert compress_main([str(files["odd"]), "-o", str(coded), *checkpoint]) == 0
     header = jicd_format.read(str(coded))
-    assert header.entropy == "integer" and coded.read_bytes()[4:6] == b"\x00\x03"
+    assert header.entropy == "integer" and coded.read_bytes()[4:6] == b"\x00\x04"
     assert decompress_main([str(coded), "-o", str(png), *checkpoint]) == 0
     # the float export that it came from refuses the file (other weights sha256)
     assert decompress_main([str(coded), "-o", str(tmp_path / "x.png"), "--checkpoint",
@@ -158,7 +158,7 @@ def test_integerize_writes_an_export_the_commands_use(files, capsys, tmp_path) -
 def test_integerize_refuses_bad_input(files, capsys, tmp_path) -> None:
     odd = str(files["odd"])
     cases = [
-        ([odd, "-o", str(tmp_path / "o.pt")], "not a readable torch file"),
+        ([odd, "-o", str(tmp_path / "o.pt")], "refused to load it"),
         ([str(files["float"]), "-o", str(files["float"])], "would overwrite"),
         ([str(files["float"]), "-o", "o.pt", "--calibration", str(tmp_path / "no")], "no such"),
         ([str(files["float"]), "-o", "o.pt", "--images", "0"], "--images"),

@@ -13,6 +13,7 @@ from compressai.models import Cheng2020Anchor
 
 from jicd.models import JointDenoisingCodec, ModelConfig, build_model_from_config
 from jicd.models.checkpoints import load_compressai_anchor, load_for_inference, save_export
+from jicd.models.identity import weights_digest
 
 TINY = 16
 
@@ -81,7 +82,9 @@ def test_export_round_trip_codes_real_bitstreams(tmp_path):
         "arch": "jicd[-contrastive]",
         "quality": 1,
         "channels": TINY,
-        "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "weights_sha256": weights_digest(model.state_dict()),
+        "legacy_sha256": [hashlib.sha256(path.read_bytes()).hexdigest()],
+        "entropy": "float",
     }
     for key, value in model.state_dict().items():
         if "cdf" not in key and "offset" not in key and "scale_table" not in key:
@@ -136,7 +139,8 @@ def test_an_export_written_before_the_layout_change_still_loads() -> None:
     (revision 660da16, before ``jicd/`` existed): same keys, same outputs after the move."""
     expected = json.loads((FIXTURES / "export_before_layout.json").read_text())
     model, identity = load_for_inference(FIXTURES / "export_before_layout.pt")
-    assert identity == expected["identity"]
+    # The tensor digest is pinned: it must never drift.
+    assert identity == {**expected["identity"], "entropy": "float"}
     assert len(model.state_dict()) == expected["num_keys"]
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jicd.evaluation import report
+from jicd.evaluation import report, results_files
 from jicd.evaluation.evaluate import write_results
 
 CHECKS = "bd_rate_check_percent"
@@ -16,7 +16,7 @@ CHECKS = "bd_rate_check_percent"
 
 def _compressai_curves() -> tuple[dict, dict[str, report.Curve]]:
     # The bundled package-data copy, not ../shared: a fresh clone has only trainer/reference/.
-    payload = json.loads((report.REFERENCE_DIR / "compressai_kodak.json").read_text())
+    payload = json.loads((results_files.REFERENCE_DIR / "compressai_kodak.json").read_text())
     curves = {
         name: report.Curve(name, points["bpp"], points["psnr"])
         for name, points in payload.items()
@@ -43,7 +43,7 @@ def test_anchor_vs_bpg444_is_about_minus_18_9_percent():
 
 
 def test_non_monotonic_curve_falls_back_to_cubic_and_says_so():
-    baseline = report.load_reference(report.resolve_reference("baseline_eccv22"))
+    baseline = results_files.load_reference(results_files.resolve_reference("baseline_eccv22"))
     clic4 = baseline[("clic", 4)]  # PSNR drops from q5 to q6: pchip is undefined there
     shifted = report.Curve("shifted", [b * 0.9 for b in clic4.bpp], clic4.psnr)
     result = report.bd_rate(clic4, shifted)

@@ -115,3 +115,23 @@ def test_resume_check_names_experiment_keys_and_ignores_newer_ones() -> None:
         load_config(CONFIGS / "smoke.yaml", ["model.channels=24", "train.seed=5"]), 2
     )
     assert changed_keys(saved, other) == ["data.seed", "model.channels", "train.seed"]
+
+
+def test_an_override_yaml_cannot_parse_is_the_string_typed() -> None:
+    """``train.init_from=@w.pt`` raised a yaml.scanner.ScannerError traceback (issue 21)."""
+    cfg = load_config(None, ["train.init_from=@w.pt", "train.run_dir=runs/`x`"])
+    assert cfg.train.init_from == "@w.pt" and cfg.train.run_dir == "runs/`x`"
+
+
+@pytest.mark.parametrize("override", ["train.run_dir=runs/a #1", "train.run_dir=#tmp"])
+def test_an_override_with_a_yaml_comment_is_refused_not_cut(override: str) -> None:
+    """``train.run_dir=runs/a #1`` silently became ``runs/a`` (issue 21)."""
+    with pytest.raises(ConfigError, match="as a comment; quote the value"):
+        load_config(None, [override])
+    cfg = load_config(None, ["train.run_dir='runs/a #1'"])
+    assert cfg.train.run_dir == "runs/a #1"
+
+
+def test_an_override_with_a_yaml_tag_is_refused() -> None:
+    with pytest.raises(ConfigError, match="train.run_dir"):
+        load_config(None, ["train.run_dir=!!python/object/apply:os.system [echo]"])

@@ -25,11 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from data_pipeline.shards import ShardConfig, prepare_shards
 from jicd.errors import UserError
-from jicd.files import torch_save_atomic, write_json_atomic
+from jicd.files import torch_load_plain, torch_save_atomic, write_json_atomic
 from trainer.reproduce.plan import Evaluation, Plan, Run
 
 log = logging.getLogger("jicd.reproduce")
@@ -146,9 +144,13 @@ def export_backbone(paths: StudyPaths) -> None:
 
     Every variant then fine-tunes from it exactly as from the zoo file (``train.init_from``).
     """
-    payload = torch.load(paths.export("backbone"), map_location="cpu", weights_only=False)
+    export = paths.export("backbone")
+    payload = torch_load_plain(export, f"backbone export {export}")
+    weights = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not isinstance(weights, dict):
+        raise UserError(f"backbone export {export} is not a jicd export (no state_dict)")
     state = {}
-    for key, value in payload["state_dict"].items():
+    for key, value in weights.items():
         head, _, rest = key.partition(".")
         if head in ("ga0", "ga1"):
             index, _, tail = rest.partition(".")

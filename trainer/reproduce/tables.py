@@ -15,7 +15,13 @@ from pathlib import Path
 
 from jicd.errors import UserError
 from jicd.evaluation.curves import Curve, bd_rate
-from jicd.evaluation.report import REFERENCE_DIR, load_reference, load_results, plot_level
+from jicd.evaluation.report import plot_level
+from jicd.evaluation.results_files import (
+    REFERENCE_DIR,
+    load_reference,
+    load_results,
+    results_file_name,
+)
 from jicd.metrics import ms_ssim_db
 from jicd.models import build_model
 from trainer.reproduce.plan import ABLATION_ROWS, Plan, ablation_run, variant_name
@@ -30,7 +36,7 @@ def published() -> dict:
 
 def read_point(results: Path, name: str, set_name: str, level: int) -> dict | None:
     """The single RD point of evaluation ``name`` (first entry of its results), or None."""
-    path = results / name / f"{name}-{set_name}-level{level}.json"
+    path = results / name / results_file_name(name, set_name, level)
     if not path.is_file():
         return None
     res = json.loads(path.read_text())["results"]

@@ -7,7 +7,7 @@ The fixed-point scales are calibrated on a few noisy images (the first ``--image
 ``--calibration DIR``, centre-cropped to ≤ 512 px, with the seeded test noise of levels 1-4;
 without a folder, built-in generated images). The output is the source export plus the integer
 entropy model (:mod:`jicd.codec.integer.export`); ``jicd compress``/``decompress``/``evaluate``
-then use the integer path, whose ``.jicd`` files (format version 3) decode bit-exactly on any
+then use the integer path, whose ``.jicd`` files (format version 4) decode bit-exactly on any
 CPU or GPU. The command ends by coding the calibration images with both paths and printing the
 integer path's rate against the float path's (the same weights, the same latents).
 """
