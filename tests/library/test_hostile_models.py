@@ -43,11 +43,16 @@ def test_damaged_derived_buffers_are_refused_on_load(tmp_path, buffer) -> None:
         import_checkpoint(path, quality=1)
 
 
-@pytest.mark.parametrize("coder", ["wavefront", "serial"])
+@pytest.mark.parametrize("coder", ["wavefront", "serial", "integer"])
 def test_a_model_yielding_non_finite_latents_is_refused_not_spun_on(tmp_path, coder) -> None:
     """Finite weights of 1e38 overflow the analysis to inf/NaN: the rANS encoder used to spin
     for ever on the NaN cast to an index (run with a timeout so the old hang fails)."""
     weights = make_export(tmp_path / "ok.pt")
+    if coder == "integer":  # an integerized export: the wavefront coder takes its integer path
+        from jicd.codec.integer.cli import main as integerize_main
+
+        assert integerize_main([str(weights), "-o", str(tmp_path / "int.pt")]) == 0
+        weights, coder = tmp_path / "int.pt", "wavefront"
     path = _edited_export(weights, tmp_path / "huge.pt", "ga1.3.weight", lambda t: t * 0 + 1e38)
     image = make_image(tmp_path / "a.png", 64, 64)
     out = tmp_path / "a.jicd"

@@ -21,6 +21,7 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
 from torch import Tensor, nn
 
+from jicd.codec.finite import check_codable
 from jicd.codec.integer.fixed_point import INT16_MAX
 from jicd.codec.integer.network import IntegerEntropyModel
 from jicd.codec.placement import ENTROPY_DEVICE, analysis_transforms, model_device
@@ -199,6 +200,8 @@ def compress(model: nn.Module, x: Tensor) -> dict:
     """Encode ``x (B, 3, H, W)`` with the integer path (the wavefront coder's ``compress``)."""
     net = integer_model(model)
     y, z = analysis_transforms(model, x)
+    check_codable("the latent y", y)  # a NaN would become an arbitrary integer symbol
+    check_codable("the hyper-latent z", z)
     y_strings, z_strings, checks = [], [], []
     for i in range(y.shape[0]):
         z_string, z_int = encode_z(net, z[i : i + 1])
