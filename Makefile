@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast gpu-check lint format install clean wheelhouse install-offline
+.PHONY: demo test test-fast gpu-check lint format install clean wheelhouse install-offline fuzz
 
 demo: $(STAMP)  ## small CPU demo: shards from bundled photos -> 2-rank training -> real-bitstream eval
 	bash launch/demo.sh
@@ -19,6 +19,9 @@ test: $(STAMP)  ## the whole suite (unit, distributed, integration, Slurm)
 
 test-fast: $(STAMP)  ## unit tests only (no multi-process, no integration runs)
 	$(PY) -m pytest -q -m "not slow and not distributed and not slurm"
+
+fuzz: $(STAMP)  ## the large fuzz budget: 10,000 hostile inputs to the file-reading commands
+	$(PY) -m pytest -q -s -m fuzz tests/test_fuzz.py
 
 gpu-check: $(STAMP)  ## GPU acceptance table (PASS/FAIL/SKIP); on a CPU machine the GPU lines SKIP
 	bash launch/gpu_check.sh
