@@ -58,7 +58,7 @@ def prepare(root: Path, args: argparse.Namespace) -> Path:
     from tiny_codec import make_image
 
     from jicd.models import ModelConfig, build_model_from_config
-    from jicd.models.checkpoints import save_export
+    from jicd.models.weights import save_export
 
     images = root / "images"
     images.mkdir()
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         missing = timed([*jicd, str(root / "missing.png"), "-o", str(root / "m.jicd"), *ckpt], 2)
         torch_import = timed([sys.executable, "-c", "import torch"])
         compressai_import = timed([sys.executable, "-c", "import compressai"])
-        load = "from jicd.models.checkpoints import load_for_inference; import jicd.codec.coding; "
+        load = (
+            "from jicd.models.weights import load_for_inference; import jicd.codec.image_coding; "
+        )
         startup = timed(
             [sys.executable, "-c", load + f"load_for_inference({str(root / 'model.pt')!r})"]
         )

@@ -53,7 +53,7 @@ from jicd.codec.wavefront import analyse, encode_latent_checked  # noqa: E402
 from jicd.distributed import single_thread  # noqa: E402
 from jicd.evaluation.protocol import dataset_items, noisy_pairs  # noqa: E402
 from jicd.metrics import psnr_8bit  # noqa: E402
-from jicd.models.checkpoints import load_for_inference, read_export  # noqa: E402
+from jicd.models.weights import load_for_inference, read_export  # noqa: E402
 
 ENCODER = Setting({"ONEDNN_MAX_CPU_ISA": "AVX2"}, threads=1)
 DECODERS = [

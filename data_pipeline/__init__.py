@@ -9,7 +9,7 @@ Public API::
     from data_pipeline.shards import ShardConfig, prepare_shards
 """
 
-from data_pipeline.config import AugmentConfig, DataConfig, resolve_backend
+from data_pipeline.data_config import AugmentConfig, DataConfig, resolve_backend
 from data_pipeline.loaders import build_train_loader, build_val_loader
 
 __all__ = [

@@ -15,7 +15,7 @@ import sys
 
 from data_pipeline.manifest import MANIFEST_NAME, read_manifest
 from data_pipeline.verify import Problem, verify_shards
-from jicd.cli import OneLineParser, run_guarded
+from jicd.command_line import OneLineParser, run_guarded
 from jicd.files import protect_inputs, write_json_atomic
 
 PROG = "jicd check-shards"

@@ -11,7 +11,7 @@ Batch contract of every training loader (both backends)::
 
 an infinite iterable with ``state_dict()`` / ``load_state_dict()`` for an exact resume,
 ``exclude(keys)``, and the same number of full batches per epoch on every rank. A batch with
-``bad_samples`` (undecodable samples, :mod:`data_pipeline.bad_samples`) must not be trained on:
+``bad_samples`` (undecodable samples, :mod:`data_pipeline.undecodable`) must not be trained on:
 the caller drops it on *every* rank (one flag all-reduced), merges the reports of all ranks and
 calls ``exclude`` with the same keys everywhere, which keeps the per-rank batch counts equal.
 

@@ -30,9 +30,8 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from data_pipeline.bad_samples import BadSample, bad_sample, parse_dali_error
-from data_pipeline.config import AugmentConfig, DataConfig
 from data_pipeline.contract import LoaderPlace, check_loader_state
+from data_pipeline.data_config import AugmentConfig, DataConfig
 from data_pipeline.manifest import (
     STORED_EXTENSIONS,
     SplitFiles,
@@ -41,6 +40,7 @@ from data_pipeline.manifest import (
     load_split,
     split_member_name,
 )
+from data_pipeline.undecodable import BadSample, bad_sample, parse_dali_error
 from data_pipeline.verify import find_undecodable
 from jicd.errors import UserError
 

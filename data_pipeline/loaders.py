@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from data_pipeline.config import DataConfig, resolve_backend
 from data_pipeline.contract import LoaderPlace
+from data_pipeline.data_config import DataConfig, resolve_backend
 
 Device = torch.device | str
 Keys = Iterable[str]

@@ -19,7 +19,7 @@ import sys
 
 from data_pipeline.paired_shards import PAIR_KINDS, prepare_paired_shards
 from data_pipeline.shards import ShardConfig, prepare_shards
-from jicd.cli import OneLineParser, run_guarded
+from jicd.command_line import OneLineParser, run_guarded
 
 PROG = "jicd prepare-shards"
 

@@ -11,7 +11,7 @@ Each sample's crop and augmentation come from its own seed ``(seed, epoch, globa
 independent of worker count, prefetching and world size.
 
 An undecodable sample does not raise: its batch comes back with ``bad_samples`` (see
-:mod:`data_pipeline.bad_samples`) and the caller drops it on every rank and calls ``exclude``.
+:mod:`data_pipeline.undecodable`) and the caller drops it on every rank and calls ``exclude``.
 
 Why not ``wds.WebDataset(resampled=True, nodesplitter=split_by_node)``: in webdataset 1.0.2 a
 resampled shard stream is drawn with replacement from a time-seeded RNG, so ranks read
@@ -32,10 +32,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data_pipeline.bad_samples import BadSample, bad_sample, error_line
-from data_pipeline.config import DataConfig
 from data_pipeline.contract import LoaderPlace, check_loader_state
+from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import SampleLocation, check_split, load_split
+from data_pipeline.undecodable import BadSample, bad_sample, error_line
 from jicd.distributed import single_thread
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipeline.bad_samples import BadSample
-from data_pipeline.config import DataConfig
 from data_pipeline.contract import LoaderPlace
+from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import SampleLocation, check_split, load_split
 from data_pipeline.torch_loader import loader_kwargs, read_sample, to_device_float, to_uint8_chw
+from data_pipeline.undecodable import BadSample
 
 
 class _ValSamples(Dataset):

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from data_pipeline.bad_samples import error_line
 from data_pipeline.manifest import SampleLocation, read_index, read_manifest
 from data_pipeline.parallel import parallel_map
+from data_pipeline.undecodable import error_line
 from jicd.errors import UserError
 from jicd.files import sha256_file
 from jicd.names import printable

@@ -28,16 +28,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("jicd.evaluation.evaluate:main", "real-bitstream evaluation at noise levels"),
     "report": ("jicd.evaluation.report:main", "RD plots and BD-rate table from results"),
     "import-checkpoint": (
-        "jicd.models.import_cli:main",
+        "jicd.models.import_command:main",
         "published checkpoint (CompressAI, ECCV'22, JICDCLS) -> export",
     ),
-    "reproduce": ("trainer.reproduce.cli:main", "the paper's tables at tiny / cpu / paper scale"),
+    "reproduce": (
+        "trainer.reproduce.command:main",
+        "the paper's tables at tiny / cpu / paper scale",
+    ),
     "integerize": (
-        "jicd.codec.integer.cli:main",
+        "jicd.codec.integer.command:main",
         "export -> export with the integer entropy path (bit-exact on any device)",
     ),
-    "compress": ("jicd.codec.cli:compress_main", "encode a noisy image to a .jicd file"),
-    "decompress": ("jicd.codec.cli:decompress_main", "decode a .jicd file to a denoised PNG"),
+    "compress": ("jicd.codec.commands:compress_main", "encode a noisy image to a .jicd file"),
+    "decompress": ("jicd.codec.commands:decompress_main", "decode a .jicd file to a denoised PNG"),
 }
 
 

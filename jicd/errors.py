@@ -1,8 +1,8 @@
 """The one exception type for problems with what a user gave us (file, key, value).
 
 Every ``jicd`` command prints a :class:`UserError` (and an ``OSError`` from the file system) as
-one line and exits 2 (:func:`jicd.cli.run_guarded`); any other exception is a bug and keeps its
-traceback. It subclasses ``ValueError`` so callers that validate values can catch either.
+one line and exits 2 (:func:`jicd.command_line.run_guarded`); any other exception is a bug and
+keeps its traceback. It subclasses ``ValueError`` so callers that validate values can catch either.
 """
 
 

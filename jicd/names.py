@@ -3,7 +3,8 @@
 Results JSONs, manifests, ``.jicd`` headers and checkpoints come from other people: a field such
 as ``set`` may hold ``../../x`` and a header may hold terminal escape codes. Every writer that
 builds a file name from such text goes through :func:`safe_name`; every message that shows it
-goes through :func:`printable` (:func:`jicd.cli.run_guarded` applies it to every error line).
+goes through :func:`printable` (:func:`jicd.command_line.run_guarded` applies it to every error
+line).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def check_gpu_visible(ctx: Context) -> str:
 def tiny_export(ctx: Context) -> Path:
     """A random N=16 jicd export (coding speed is not what these lines measure)."""
     from jicd.models import ModelConfig, build_model_from_config
-    from jicd.models.checkpoints import save_export
+    from jicd.models.weights import save_export
 
     path = ctx.folder("models") / "tiny.pt"
     if not path.is_file():

@@ -54,7 +54,7 @@ def shards(ctx: Context, name: str, count: int, side: int, kinds: tuple[str, ...
 
 
 def data_config(path: Path, patch: int, batch: int):
-    from data_pipeline.config import DataConfig
+    from data_pipeline.data_config import DataConfig
 
     return DataConfig(
         shards=str(path), backend="dali", patch_size=patch, batch_size_per_gpu=batch,

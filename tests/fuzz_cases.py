@@ -35,7 +35,7 @@ class Inputs:
 
 
 def build_inputs(root: Path) -> Inputs:
-    from jicd.codec.cli import compress_main
+    from jicd.codec.commands import compress_main
 
     checkpoint = make_export(root / "model.pt")
     jicd = []

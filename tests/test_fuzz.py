@@ -7,8 +7,9 @@ runs in a forked child with a memory limit and a timeout (:mod:`fuzzing`) and mu
 left behind on failure.
 
 The default suite runs a small, seeded budget; ``make fuzz`` (``pytest -m fuzz``) a large one,
-10,000 cases (about 25 minutes on two cores), kept out of ``make test`` for its time. ``JICD_FUZZ_CASES``, ``JICD_FUZZ_SECONDS`` and ``JICD_FUZZ_SEED`` override the budget of
-either (a finding prints the seed and case number that reproduce it).
+10,000 cases (about 25 minutes on two cores), kept out of ``make test`` for its time.
+``JICD_FUZZ_CASES``, ``JICD_FUZZ_SECONDS`` and ``JICD_FUZZ_SEED`` override the budget of either
+(a finding prints the seed and case number that reproduce it).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from compressai.models import Cheng2020Anchor
 from PIL import Image
 
 from jicd.models import ModelConfig, build_model_from_config
-from jicd.models.checkpoints import save_export
+from jicd.models.weights import save_export
 
 TINY_CHANNELS = 16
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from data_pipeline.config import DataConfig, loader_parallelism
+from data_pipeline.data_config import DataConfig, loader_parallelism
 from jicd import distributed as D
-from jicd.config import (
+from jicd.errors import UserError
+from jicd.models import ModelConfig, lambda_for_quality
+from jicd.noise import NoiseConfig
+from jicd.typed_config import (
     ConfigError,
     deep_merge,
     from_dict,
@@ -25,10 +28,7 @@ from jicd.config import (
     to_dict,
     to_yaml,
 )
-from jicd.errors import UserError
-from jicd.models import ModelConfig, lambda_for_quality
-from jicd.noise import NoiseConfig
-from trainer.checkpoint import CheckpointConfig
+from trainer.checkpointer import CheckpointConfig
 from trainer.engine import EngineConfig
 from trainer.logger import LoggingConfig
 from trainer.losses import MS_SSIM_LAMBDAS, LossConfig

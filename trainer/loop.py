@@ -22,9 +22,9 @@ from data_pipeline.manifest import load_split
 from jicd import distributed as D
 from jicd.errors import UserError
 from jicd.models import build_model_from_config
-from jicd.models.checkpoints import load_weights_for_finetuning
-from trainer.bad_samples import BadSampleGuard
-from trainer.checkpoint import Checkpointer
+from jicd.models.weights import load_weights_for_finetuning
+from trainer.bad_sample_guard import BadSampleGuard
+from trainer.checkpointer import Checkpointer
 from trainer.config import Config
 from trainer.log_window import LogWindow
 from trainer.logger import build_logger
@@ -155,7 +155,7 @@ class Trainer:
         window = LogWindow()
         while self.step < self.cfg.train.steps and not self.stop_requested:
             started = time.perf_counter()
-            # Drops (on every rank) a batch with an undecodable sample: see trainer.bad_samples.
+            # Drops (on every rank) a batch with an undecodable sample (trainer.bad_sample_guard).
             batch = self.bad_samples.next_batch(batches, self.train_loader, self.step)
             waited = time.perf_counter() - started
             self._record_keys(batch)

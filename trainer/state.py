@@ -102,11 +102,11 @@ class RngStreams:
     """This process's Python, NumPy, torch (and CUDA) RNG streams as a stateful component."""
 
     def state_dict(self) -> dict[str, Any]:
-        from trainer.checkpoint import rng_state
+        from trainer.checkpointer import rng_state
 
         return rng_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from trainer.checkpoint import set_rng_state
+        from trainer.checkpointer import set_rng_state
 
         set_rng_state(state)

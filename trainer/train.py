@@ -21,7 +21,7 @@ from pathlib import Path
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from jicd import distributed as D
-from jicd.cli import OneLineParser, UserError, run_guarded
+from jicd.command_line import OneLineParser, UserError, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.acceleration import enable_tf32
 from trainer.config import Config, check_resume_compatible, load_config, resolve_config, to_yaml

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Lazy re-exports (PEP 562): ``import jicd.codec.cli`` must not import torch, so that a command
+# Lazy re-exports (PEP 562): ``import jicd.codec.commands`` must not import torch, so that a command
 # line with a missing file fails at once; the coders load on first use.
 _EXPORTS = {
     "CODERS": "jicd.codec.coders",

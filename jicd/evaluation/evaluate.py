@@ -34,15 +34,15 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from jicd import distributed
-from jicd.cli import OneLineParser, UserError, run_guarded
 from jicd.codec import get_coder
+from jicd.command_line import OneLineParser, UserError, run_guarded
 from jicd.evaluation import panels, pipelines
 from jicd.evaluation.denoisers import TorchScriptDenoiser
 from jicd.evaluation.protocol import dataset_items, noisy_pairs, protocol_record, quality_scores
 from jicd.evaluation.results_files import results_file_name
 from jicd.files import protect_inputs, write_bytes_atomic, write_json_atomic
 from jicd.metrics import image_bpp
-from jicd.models.checkpoints import load_for_inference
+from jicd.models.weights import load_for_inference
 from jicd.names import safe_name
 from jicd.noise import EVALUATION_CHOICES, parse_noise
 

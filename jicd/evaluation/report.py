@@ -28,7 +28,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jicd.cli import OneLineParser, UserError, guarded_main  # noqa: E402
+from jicd.command_line import OneLineParser, UserError, guarded_main  # noqa: E402
 from jicd.evaluation.curves import (  # noqa: E402
     BdRate,
     Curve,

@@ -5,7 +5,7 @@ context model's causal ``mask``, the GDN reparametrisation's ``pedestal`` and ``
 the likelihood and scale bounds. A file from someone else may carry damaged ones, and
 ``load_state_dict`` copies them silently: a wrong pedestal makes the transforms produce NaN (and
 CompressAI's rANS encoder spin for ever on it), a wrong mask reads positions the decoder has not
-decoded yet. Every loader (:func:`jicd.models.checkpoints._load`) therefore compares them with a
+decoded yet. Every loader (:func:`jicd.models.weights._load`) therefore compares them with a
 freshly built model's after loading.
 """
 

@@ -130,10 +130,10 @@ class JointDenoisingCodec(Cheng2020Anchor):
     def from_state_dict(cls, state_dict: dict) -> JointDenoisingCodec:
         """Not supported: switches and N are not recoverable from weights alone.
 
-        Use ``jicd.models.checkpoints.load_for_inference`` (exports carry their ``ModelConfig``).
+        Use ``jicd.models.weights.load_for_inference`` (exports carry their ``ModelConfig``).
         """
         raise NotImplementedError(
-            "JointDenoisingCodec.from_state_dict: use jicd.models.checkpoints.load_for_inference"
+            "JointDenoisingCodec.from_state_dict: use jicd.models.weights.load_for_inference"
         )
 
     def g_a(self, x: Tensor) -> Tensor:

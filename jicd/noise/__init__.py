@@ -1,12 +1,11 @@
 """Noise: THE noise implementation of jicd, for training, validation, evaluation and the CLI.
 
-* :mod:`jicd.noise.registry` — every named noise type, used alike by training (``noise.kind``)
-  and evaluation (``--levels``), ``none`` included;
+* :mod:`jicd.noise.registry` — every named noise type, used alike by training (``noise.kind``,
+  :class:`NoiseConfig`) and evaluation (``--levels``), ``none`` included;
 * :mod:`jicd.noise.baseline` — the baseline's gamma + read/shot noise, its test levels and the
   validation noise (reproduced exactly, quirks included: ``docs/method.md``);
 * :mod:`jicd.noise.synthetic` — Gaussian, Poisson–Gaussian, correlated, JPEG after noise;
-* :mod:`jicd.noise.unprocess` — camera-pipeline noise (Brooks et al., CVPR 2019);
-* :mod:`jicd.noise.config` — the ``noise`` section of the training config.
+* :mod:`jicd.noise.unprocess` — camera-pipeline noise (Brooks et al., CVPR 2019).
 """
 
 from jicd.noise.baseline import (
@@ -19,10 +18,10 @@ from jicd.noise.baseline import (
     seeded_normal,
     validation_noise,
 )
-from jicd.noise.config import NoiseConfig
 from jicd.noise.registry import (
     EVALUATION_CHOICES,
     NOISE_TYPES,
+    NoiseConfig,
     noisy_at,
     parse_noise,
     register,

@@ -29,14 +29,13 @@ A new noise is one :func:`register` call with its two functions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from jicd.errors import UserError
 from jicd.noise.baseline import TEST_LEVELS, add_noise, sample_train_sigmas, seeded_normal
-from jicd.noise.config import TRAINABLE_KINDS, NoiseConfig
 from jicd.noise.synthetic import (
     Noise,
     baseline_level,
@@ -46,6 +45,43 @@ from jicd.noise.synthetic import (
     poisson_gaussian,
 )
 from jicd.noise.unprocess import TEST_CAMERA_SHOT, evaluation_camera, unprocess_noise
+
+
+@dataclass
+class NoiseConfig:
+    """Training noise: which type (any name of :mod:`jicd.noise.registry`), and the random
+    distribution of the types that draw their parameters per image.
+
+    ``kind``: ``gamma`` — the baseline's gamma + read/shot noise with levels drawn per image
+    (the paper's); ``unprocess`` — camera-pipeline noise with a random camera per image;
+    ``paired`` — real noise: the loader's batch carries the noisy image (SIDD shards);
+    ``none`` — the clean image itself (a plain codec); or any fixed evaluation type
+    (``1`` … ``4``, ``gaussian25``, ``poisson-gaussian``, ``unprocess-mid``, …).
+    """
+
+    kind: str = "gamma"
+    """A noise type name (``jicd.noise.NOISE_TYPES``)."""
+    mosaic: bool = False
+    """``unprocess`` types only: RGGB mosaic before and bilinear demosaic after the raw noise."""
+    log10_sigma_r: list[float] = field(default_factory=lambda: [-3.0, -1.5])
+    """``gamma``: range (low, high) of log10(sigma_r), the read-noise standard deviation."""
+    log10_sigma_s: list[float] = field(default_factory=lambda: [-4.0, -2.0])
+    """``gamma``: range (low, high) of log10(sigma_s), the shot-noise variance factor."""
+
+    def __post_init__(self) -> None:
+        trainable = [name for name, t in NOISE_TYPES.items() if t.train is not None]
+        if self.kind not in trainable:
+            raise UserError(f"noise.kind: unknown kind {self.kind!r}; choose one of {trainable}")
+        for name in ("log10_sigma_r", "log10_sigma_s"):
+            values = list(getattr(self, name))
+            if len(values) != 2 or not values[0] <= values[1]:
+                raise UserError(f"noise.{name}: expected low <= high, got {values}")
+            setattr(self, name, [float(v) for v in values])
+
+    def sigma_ranges(self) -> tuple[list[float], list[float]]:
+        """``(log10_sigma_r, log10_sigma_s)``, as ``sample_train_sigmas`` takes them."""
+        return self.log10_sigma_r, self.log10_sigma_s
+
 
 Train = Callable[[Tensor, torch.Generator | None, NoiseConfig], Tensor]
 """``(clean (B, 3, H, W), the trainer's generator, the noise section) → noisy``."""
@@ -70,8 +106,6 @@ def register(name: str, train: Train | None, evaluate: Evaluate | None) -> None:
     if name in NOISE_TYPES:
         raise ValueError(f"noise type {name!r} is registered twice")
     NOISE_TYPES[name] = NoiseType(name, train, evaluate)
-    if train is not None:
-        TRAINABLE_KINDS.append(name)
 
 
 def normal_like(clean: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -10,8 +10,8 @@ import torch
 from data_fixtures import BACKENDS, PATCH, corrupt_in_place, make_shards
 
 from data_pipeline import DataConfig, build_train_loader, build_val_loader
-from data_pipeline.bad_samples import BadSample, BadSampleLog, check_limits, parse_dali_error
 from data_pipeline.manifest import SampleLocation, filtered_split, load_split
+from data_pipeline.undecodable import BadSample, BadSampleLog, check_limits, parse_dali_error
 from jicd.errors import UserError
 
 BATCH = 3

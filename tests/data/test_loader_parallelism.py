@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from data_pipeline.config import DataConfig, loader_parallelism
+from data_pipeline.data_config import DataConfig, loader_parallelism
 from jicd import distributed as D
 from trainer.config import load_config, resolve_config
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from sidd_fixtures import SCENES, make_sidd
 
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from data_pipeline.loaders import build_train_loader, build_val_loader
 from data_pipeline.paired_shards import prepare_paired_shards, split_by_instance
 from data_pipeline.shards import ShardConfig

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from tiny_codec import make_export, make_image
 
-from jicd.codec.cli import compress_main, decompress_main
+from jicd.codec.commands import compress_main, decompress_main
 from jicd.codec.images import load_rgb
 from jicd.pixels import conversion_notice
 

@@ -15,9 +15,9 @@ from tiny_codec import make_anchor_state_dict, make_export, make_image
 
 from jicd.codec import format as jicd_format
 from jicd.codec import get_coder
-from jicd.codec.cli import compress_main, decompress_main
+from jicd.codec.commands import compress_main, decompress_main
 from jicd.codec.images import crop_to, to_uint8
-from jicd.models.checkpoints import load_for_inference
+from jicd.models.weights import load_for_inference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ def test_subprocess_error_has_no_traceback(files, tmp_path):
     argv = [
         sys.executable,
         "-m",
-        "jicd.codec.cli",
+        "jicd.codec.commands",
         "decompress",
         str(_corrupt(files, tmp_path)),
         "-o",

@@ -16,7 +16,7 @@ from jicd.codec import get_coder
 from jicd.codec.images import center_crop, load_rgb
 from jicd.evaluation import evaluate
 from jicd.metrics import psnr_8bit
-from jicd.models.checkpoints import load_for_inference
+from jicd.models.weights import load_for_inference
 from jicd.noise import noisy_at_level
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ import torch
 from hostile import one_error_line, patch_body, run_limited
 from tiny_codec import TINY_CHANNELS, make_export, make_image
 
-from jicd.codec.cli import compress_main, decompress_main
+from jicd.codec.commands import compress_main, decompress_main
 from jicd.errors import UserError
 from jicd.models import ModelConfig
-from jicd.models.checkpoints import import_checkpoint, load_for_inference
-from jicd.models.import_cli import main as import_main
+from jicd.models.import_command import main as import_main
+from jicd.models.weights import import_checkpoint, load_for_inference
 
 DAMAGED = {
     "pedestal": ("g_s.1.igdn.beta_reparam.pedestal", lambda t: t + 1.0),
@@ -49,7 +49,7 @@ def test_a_model_yielding_non_finite_latents_is_refused_not_spun_on(tmp_path, co
     for ever on the NaN cast to an index (run with a timeout so the old hang fails)."""
     weights = make_export(tmp_path / "ok.pt")
     if coder == "integer":  # an integerized export: the wavefront coder takes its integer path
-        from jicd.codec.integer.cli import main as integerize_main
+        from jicd.codec.integer.command import main as integerize_main
 
         assert integerize_main([str(weights), "-o", str(tmp_path / "int.pt")]) == 0
         weights, coder = tmp_path / "int.pt", "wavefront"

@@ -13,12 +13,12 @@ from PIL import Image
 from released_layouts import layout, wrapped
 from tiny_codec import make_anchor_state_dict, make_image
 
-from jicd.codec.cli import compress_main, decompress_main
+from jicd.codec.commands import compress_main, decompress_main
 from jicd.evaluation import evaluate
 from jicd.models import build_model
-from jicd.models.checkpoints import load_for_inference
-from jicd.models.import_cli import main as import_main
+from jicd.models.import_command import main as import_main
 from jicd.models.released import LAYOUTS
+from jicd.models.weights import load_for_inference
 
 
 def released_file(path: Path) -> dict[str, torch.Tensor]:

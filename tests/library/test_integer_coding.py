@@ -16,14 +16,14 @@ from tiny_codec import make_image, make_lively_export
 
 from jicd.codec import format as jicd_format
 from jicd.codec import get_coder
-from jicd.codec.cli import compress_main, decompress_main
+from jicd.codec.commands import compress_main, decompress_main
 from jicd.codec.integer import coder as integer_coder
 from jicd.codec.integer.calibration import generated_images, noisy_versions
-from jicd.codec.integer.cli import main as integerize_main
+from jicd.codec.integer.command import main as integerize_main
 from jicd.codec.integer.convert import integerize
 from jicd.codec.placement import analysis_transforms
 from jicd.errors import UserError
-from jicd.models.checkpoints import load_for_inference
+from jicd.models.weights import load_for_inference
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from jicd.codec.integer.calibration import generated_images, noisy_versions
 from jicd.codec.integer.convert import integerize
 from jicd.codec.integer.export import write_integerized
 from jicd.codec.integer.isa_check import Setting, run_cross_isa, summarise
-from jicd.models.checkpoints import read_export
+from jicd.models.weights import read_export
 
 SIZES = [(64, 64), (67, 100), (128, 192), (192, 64)]
 ENCODER = Setting({"ONEDNN_MAX_CPU_ISA": "AVX2"}, threads=1)

@@ -12,8 +12,8 @@ import torch
 from compressai.models import Cheng2020Anchor
 
 from jicd.models import JointDenoisingCodec, ModelConfig, build_model_from_config
-from jicd.models.checkpoints import load_compressai_anchor, load_for_inference, save_export
 from jicd.models.identity import weights_digest
+from jicd.models.weights import load_compressai_anchor, load_for_inference, save_export
 
 TINY = 16
 

@@ -16,8 +16,8 @@ from jicd.models import (
     lambda_for_quality,
     register_preset,
 )
-from jicd.models.checkpoints import load_compressai_anchor
 from jicd.models.layers import SelfONNConv2d
+from jicd.models.weights import load_compressai_anchor
 from trainer.losses import JointLoss, LossConfig
 
 TINY = 16  # channels of the fast test models

@@ -15,12 +15,12 @@ from tiny_codec import make_anchor_state_dict, make_export
 
 from jicd.errors import UserError
 from jicd.models import build_model
-from jicd.models.checkpoints import (
+from jicd.models.released import CDF_BUFFERS, LAYOUTS, detect_format, unwrap
+from jicd.models.weights import (
     import_checkpoint,
     load_for_inference,
     load_weights_for_finetuning,
 )
-from jicd.models.released import CDF_BUFFERS, LAYOUTS, detect_format, unwrap
 
 # Hand-written from the mapping table of the layout notes (not from jicd.models.released), so
 # a wrong rename rule fails here: (authors' key, our key).

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from jicd.errors import UserError
-from trainer import checkpoint as checkpoint_module
-from trainer.checkpoint import CheckpointConfig, Checkpointer, rng_state, set_rng_state
+from trainer import checkpointer as checkpoint_module
+from trainer.checkpointer import CheckpointConfig, Checkpointer, rng_state, set_rng_state
 
 
 class FileEngine:

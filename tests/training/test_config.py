@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jicd.config import parse_overrides
+from jicd.typed_config import parse_overrides
 from trainer.config import Config, ConfigError, load_config, resolve_config, to_yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -104,7 +104,7 @@ def test_sidd_recipe_is_the_baselines_with_paired_noise() -> None:
 
 
 def test_resume_check_names_experiment_keys_and_ignores_newer_ones() -> None:
-    from jicd.config import to_dict
+    from jicd.typed_config import to_dict
     from trainer.config import changed_keys
 
     saved = to_dict(resolve_config(load_config(CONFIGS / "smoke.yaml"), 2))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jicd.config import read_recipe, to_dict
+from jicd.typed_config import read_recipe, to_dict
 from trainer.config import ConfigError, load_config, resolve_config
 from trainer.config import flatten as flat
 from trainer.train import write_run_metadata

@@ -13,8 +13,8 @@ from hostile import write_exploit
 from train_harness import make_shards, run_failing, run_training
 
 from jicd.errors import UserError
-from trainer.checkpoint import CheckpointConfig, Checkpointer
-from trainer.checkpoint_files import verify, write_manifest
+from trainer.checkpoint_integrity import verify, write_manifest
+from trainer.checkpointer import CheckpointConfig, Checkpointer
 from trainer.reproduce.runner import StudyPaths, export_backbone
 
 

@@ -25,7 +25,7 @@ if __name__ == "__main__":  # run as a script: import this tree's packages
     sys.path.insert(0, str(REPO))
 
 from jicd import distributed as D  # noqa: E402
-from jicd.config import to_dict  # noqa: E402
+from jicd.typed_config import to_dict  # noqa: E402
 from trainer.config import load_config, resolve_config  # noqa: E402
 
 CONFIGS = REPO / "configs"

@@ -11,8 +11,8 @@ import torch
 from tiny_codec import make_export
 from train_harness import REPO, child_env, exported_state, make_shards, metrics, run_training
 
-from jicd.models.checkpoints import load_for_inference
 from jicd.models.released import CDF_BUFFERS
+from jicd.models.weights import load_for_inference
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from train_harness import (
 )
 
 from data_pipeline.manifest import load_split
-from trainer.checkpoint_files import verify
+from trainer.checkpoint_integrity import verify
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 BASE = ["train.steps=9", "checkpoint.every=3", "checkpoint.keep_last=5", "train.val_every=3"]

@@ -64,7 +64,7 @@ def test_run_completes_with_checkpoint_export_and_events(reference) -> None:
 
 
 def test_export_loads_without_deepspeed(reference) -> None:
-    from jicd.models.checkpoints import load_for_inference
+    from jicd.models.weights import load_for_inference
 
     model, identity = load_for_inference(reference[2] / "export" / "model.pt")
     assert identity["channels"] == 16

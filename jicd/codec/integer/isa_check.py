@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from jicd.codec import format as jicd_format
 from jicd.codec import wavefront
-from jicd.codec.coding import check_compatible, compress_image
+from jicd.codec.image_coding import check_compatible, compress_image
 from jicd.codec.images import load_rgb, pad_to_block
 from jicd.codec.integer import coder as integer_coder
 from jicd.codec.placement import analysis_transforms
@@ -141,7 +141,7 @@ def worker(job_path: str) -> int:
     """Encode (write ``.jicd`` files) or decode them; save ``<mode>.pt`` with, per
     ``"<export>/<image>"``, the ``latent`` (``y_int`` or float ``y_hat``), the ``indices``
     (integer path: all CDF indices in coding order; float path: their CRC32) and ``error``."""
-    from jicd.models.checkpoints import load_for_inference
+    from jicd.models.weights import load_for_inference
 
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(int(job["threads"]))

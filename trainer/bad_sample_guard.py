@@ -1,7 +1,7 @@
 """The trainer's side of undecodable samples: drop the batch on all ranks, merge, exclude, count.
 
 The loaders report a sample they cannot decode instead of raising
-(:mod:`data_pipeline.bad_samples`). Here, once per step, one all-reduced flag says whether any
+(:mod:`data_pipeline.undecodable`). Here, once per step, one all-reduced flag says whether any
 rank's batch held such a sample; if so every rank drops its batch (so all ranks keep training
 on equally many, equally sized batches), the reports of all ranks are gathered, every loader
 excludes the same samples, rank 0 logs each sample once and appends it to
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch.distributed as dist
 
-from data_pipeline.bad_samples import LOG_NAME, BadSample, BadSampleLog, check_limits
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import load_split
+from data_pipeline.undecodable import LOG_NAME, BadSample, BadSampleLog, check_limits
 from jicd import distributed as D
 from trainer.logger import MetricsLogger
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, guarded_main
+from jicd.command_line import OneLineParser, UserError, guarded_main
 
 
 def build_parser() -> OneLineParser:
@@ -52,7 +52,7 @@ def run(args) -> int:
     from jicd.codec.integer.calibration import folder_images, generated_images, noisy_versions
     from jicd.codec.integer.convert import integerize
     from jicd.codec.integer.export import attach, write_integerized
-    from jicd.models.checkpoints import read_export
+    from jicd.models.weights import read_export
 
     payload, model, cfg = read_export(args.source)
     model.eval()

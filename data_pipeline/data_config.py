@@ -69,7 +69,7 @@ class DataConfig:
     """Positive-view augmentation."""
     max_bad_fraction: float = 0.01
     """Stop when more than this fraction of the training samples proved undecodable (each one
-    is skipped, logged and excluded for the rest of the run; see data_pipeline.bad_samples)."""
+    is skipped, logged and excluded for the rest of the run; see data_pipeline.undecodable)."""
     max_bad_in_a_row: int = 10
     """Stop when more than this many training batches in a row held undecodable samples."""
 

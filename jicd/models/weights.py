@@ -29,7 +29,6 @@ from compressai.models import Cheng2020Anchor
 from torch import Tensor, nn
 
 from jicd.codec.integer.export import INTEGER_KEY, attach
-from jicd.config import from_dict
 from jicd.errors import UserError
 from jicd.files import read_capped, torch_load_plain, torch_save_atomic
 from jicd.models.buffers import check_derived_buffers, derived_buffers
@@ -51,6 +50,7 @@ from jicd.models.released import (
     to_ours,
     unwrap,
 )
+from jicd.typed_config import from_dict
 
 log = logging.getLogger(__name__)
 EXPORT_VERSION = 1

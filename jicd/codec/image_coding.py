@@ -1,8 +1,8 @@
 """Coding one image with a loaded model: pad + entropy-code + package, and the way back.
 
-Used by the codec CLI (:mod:`jicd.codec.cli`), which loads the model once for many files. A file
-to decode is checked before any work is done for it (:mod:`jicd.codec.limits`): its geometry and
-size, the model identity, and the stream lengths.
+Used by the codec commands (:mod:`jicd.codec.commands`), which load the model once for many
+files. A file to decode is checked before any work is done for it (:mod:`jicd.codec.limits`):
+its geometry and size, the model identity, and the stream lengths.
 """
 
 from __future__ import annotations

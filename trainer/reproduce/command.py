@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, run_guarded
+from jicd.command_line import OneLineParser, UserError, run_guarded
 from jicd.files import write_json_atomic, write_text_atomic
 from trainer.reproduce import tables as T
 from trainer.reproduce.gpu_plan import choose, describe, plan_options, read_step_times

@@ -6,7 +6,7 @@ Layout under ``<run_dir>/checkpoints``::
         <engine files>        DeepSpeed: model + one optimizer partition per rank; DDP: one file
         trainer.pt            step, skipped steps, LR schedule (global, written by rank 0)
         rank_00000.pt …       per-rank state: loader position and RNG streams
-        checksums.json        world size, size + sha256 of every file (trainer.checkpoint_files)
+        checksums.json        world size, size + sha256 of every file (trainer.checkpoint_integrity)
     latest                    text file naming the newest complete checkpoint
     step_00000200.invalid/    a checkpoint that failed verification on resume (never loaded)
     .staging/                 where a checkpoint is written before it is renamed into place
@@ -39,7 +39,7 @@ from torch import nn
 from jicd import distributed as D
 from jicd.errors import UserError
 from jicd.files import torch_save_atomic, write_text_atomic
-from trainer.checkpoint_files import saved_world_size, verify, write_manifest
+from trainer.checkpoint_integrity import saved_world_size, verify, write_manifest
 from trainer.engine import TrainEngine
 from trainer.reshard import load_engine
 from trainer.safe_load import load_plain
@@ -58,7 +58,7 @@ class CheckpointConfig:
     """How many complete checkpoints to keep (older ones are deleted)."""
     export: bool = True
     """Also write ``<run_dir>/export/model.pt``, an inference state dict loadable without
-    DeepSpeed (``jicd.models.checkpoints.load_for_inference``)."""
+    DeepSpeed (``jicd.models.weights.load_for_inference``)."""
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep_last < 1:
@@ -259,7 +259,7 @@ class Checkpointer:
         """
         if not (self.cfg.export and D.is_main()):
             return None
-        from jicd.models.checkpoints import save_export
+        from jicd.models.weights import save_export
 
         self.export_dir.mkdir(parents=True, exist_ok=True)
         path = self.export_dir / name

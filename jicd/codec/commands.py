@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, is_out_of_memory, one_line, run_guarded
+from jicd.command_line import OneLineParser, UserError, is_out_of_memory, one_line, run_guarded
 from jicd.files import check_not_input, find_images, protect_inputs
 
 
@@ -123,8 +123,8 @@ def _run(command: _Command, argv: list[str] | None) -> int:
 
 def _code(command: _Command, args, jobs: list[tuple[str, str]], batch: bool) -> int:
     # Everything before this is cheap; from here on torch and CompressAI are imported.
-    from jicd.codec.coding import decode_file, encode_file
-    from jicd.models.checkpoints import load_for_inference
+    from jicd.codec.image_coding import decode_file, encode_file
+    from jicd.models.weights import load_for_inference
 
     model, identity = load_for_inference(args.checkpoint)
 
@@ -168,11 +168,11 @@ def decompress_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jicd.codec.cli compress|decompress ARGS`` (same as the ``jicd`` commands)."""
+    """``python -m jicd.codec.commands compress|decompress ARGS`` (as the ``jicd`` commands)."""
     argv = sys.argv[1:] if argv is None else argv
     commands = {"compress": compress_main, "decompress": decompress_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m jicd.codec.cli {compress,decompress} ARGS", file=sys.stderr)
+        print("usage: python -m jicd.codec.commands {compress,decompress} ARGS", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

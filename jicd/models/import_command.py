@@ -17,12 +17,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jicd.cli import OneLineParser, UserError, guarded_main
+from jicd.command_line import OneLineParser, UserError, guarded_main
 from jicd.files import check_not_input, protect_inputs, sha256_file, torch_save_atomic
-from jicd.models.checkpoints import export_file_digests, import_checkpoint, save_export
 from jicd.models.identity import ALIASES_KEY
 from jicd.models.presets import QUALITIES
 from jicd.models.released import FORMATS
+from jicd.models.weights import export_file_digests, import_checkpoint, save_export
 
 
 def build_parser() -> OneLineParser:
