@@ -32,7 +32,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,10 +54,10 @@ def timed(command: list[str], expect: int = 0) -> float:
 
 def prepare(root: Path, args: argparse.Namespace) -> Path:
     import torch
-    from tiny_codec import make_image
 
     from jicd.models import ModelConfig, build_model_from_config
     from jicd.models.weights import save_export
+    from trainer.testing import make_image
 
     images = root / "images"
     images.mkdir()

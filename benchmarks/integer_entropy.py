@@ -140,12 +140,17 @@ def rate(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def markdown_row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
 def format_rate(row: dict) -> str:
-    return (
-        f"| {Path(row['checkpoint']).name} | {row['set']} | {row['level']} | {row['images']} | "
-        f"{row['float_bytes']} | {row['integer_bytes']} | {row['rate_change_percent']:+.3f} % | "
-        f"{row['float_psnr']:.3f} | {row['integer_psnr']:.3f} | {row['max_abs_x_hat_diff']:.1e} |"
-    )
+    return markdown_row(
+        Path(row["checkpoint"]).name, row["set"], row["level"], row["images"],
+        row["float_bytes"], row["integer_bytes"], f"{row['rate_change_percent']:+.3f} %",
+        f"{row['float_psnr']:.3f}", f"{row['integer_psnr']:.3f}",
+        f"{row['max_abs_x_hat_diff']:.1e}",
+    )  # fmt: skip
 
 
 def cross_isa(args: argparse.Namespace) -> list[dict]:
@@ -176,11 +181,11 @@ def cross_isa(args: argparse.Namespace) -> list[dict]:
 
 
 def format_isa(row: dict) -> str:
-    return (
-        f"| {Path(row['checkpoint']).name} | {row['path']} | {row['set']} | {row['level']} | "
-        f"{ENCODER.label()} → {row['decoder']} | {row['float32_differs']} | "
-        f"{row['exact']} | {row['close']} | {row['refused']} | {row['wrong']} |"
-    )
+    return markdown_row(
+        Path(row["checkpoint"]).name, row["path"], row["set"], row["level"],
+        f"{ENCODER.label()} → {row['decoder']}", row["float32_differs"], row["exact"],
+        row["close"], row["refused"], row["wrong"],
+    )  # fmt: skip
 
 
 @torch.inference_mode()

@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -168,7 +168,7 @@ def images_per_second(args: argparse.Namespace, nproc: int, shards: Path, tmp: P
 
 def data_parallel_efficiency(args: argparse.Namespace) -> dict[str, float]:
     """Part 2: 1 rank, then 2 ranks, on the same machine."""
-    from train_harness import make_shards
+    from trainer.testing import make_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         shards = make_shards(Path(tmp), count=12, side=args.patch, min_side=args.patch)
@@ -178,31 +178,24 @@ def data_parallel_efficiency(args: argparse.Namespace) -> dict[str, float]:
 
 
 PAPER_ITERATIONS, PAPER_BATCH, PAPER_PATCH = 769_800, 16, 256
-ASSUMED_TFLOPS = (20.0, 60.0)  # sustained fp32/TF32 rate of one data-centre GPU on this model
 
 
 def paper_scale() -> None:
-    """FLOPs of one paper iteration (batch 16, 256 px) per N, and the GPU-hours they imply.
-
-    FLOPs are counted on one image and scaled by 16 (every layer is linear in the batch);
-    the GPU rate is an assumption (printed), not a measurement: no GPU was available.
-    """
+    """FLOPs of one paper iteration (batch 16, 256², three branches) at N = 128 and 192, counted
+    on the meta device (``trainer.perf``); GPU-hours follow from a *measured* step time
+    (``benchmarks/gpu_step.py``, ``make gpu-check``): 769,800 × t / 3600 per quality."""
     from jicd.models import build_model
     from trainer.losses import JointLoss, LossConfig
-    from trainer.optim import OptimConfig, build_optimizer
+    from trainer.perf import training_step_flops
 
-    batch = make_batch(1, PAPER_PATCH)
     criterion = JointLoss(LossConfig(), 0.0067)
     for quality, channels in ((3, 128), (6, 192)):
         model = build_model("jicd", quality)
-        optimizer = build_optimizer(model, OptimConfig())
-        flops = count_flops(model, criterion, optimizer, batch, True) * PAPER_BATCH
-        total = flops * PAPER_ITERATIONS
-        hours = [total / (rate * 1e12) / 3600 for rate in ASSUMED_TFLOPS]
+        flops = training_step_flops(model, criterion, PAPER_BATCH, PAPER_PATCH)
+        per_quality = flops * PAPER_ITERATIONS / 1e18
         print(
-            f"N={channels}: {flops / 1e12:.2f} TFLOP per iteration, {total / 1e18:.0f} EFLOP per "
-            f"quality -> {hours[1]:.0f}-{hours[0]:.0f} GPU-hours at {ASSUMED_TFLOPS[1]:.0f}-"
-            f"{ASSUMED_TFLOPS[0]:.0f} TFLOP/s sustained"
+            f"N={channels}: {flops / 1e12:.2f} TFLOP per iteration, {per_quality:.1f} EFLOP "
+            f"per quality; GPU-hours = {PAPER_ITERATIONS:,} x (measured s/step) / 3600"
         )
 
 

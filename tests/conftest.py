@@ -1,4 +1,4 @@
-"""Shared test set-up: the helper modules beside this file (``tiny_codec``, ``train_harness``,
+"""Shared test set-up: the helper modules beside this file (``train_harness``,
 ``data_fixtures``, ``dev_tools``, ``slurm_cluster``) are importable from every sub-folder.
 
 Tests are grouped by the package they cover: ``library/`` (``jicd``), ``data/``

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from data_pipeline.shards import ShardConfig, prepare_shards
+from trainer.testing import smooth_image
 
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 BACKENDS = [
@@ -22,15 +23,6 @@ MIN_SIDE = 96
 PATCH = 64
 MAXCOUNT = 7
 """Small shards so that the splits have several, uneven shards."""
-
-
-def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 natural-looking content: coarse random noise upsampled bicubically."""
-    rng = np.random.default_rng(seed)
-    coarse = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
-    image = Image.fromarray(coarse, mode="RGB").resize((width, height), Image.Resampling.BICUBIC)
-    fine = rng.normal(0.0, 6.0, (height, width, 3))
-    return np.clip(np.asarray(image, dtype=np.float64) + fine, 0, 255).astype(np.uint8)
 
 
 def _save(path: Path, array: np.ndarray, **kwargs) -> None:
@@ -83,7 +75,7 @@ def make_image_folder(root: Path, n_good: int = 30) -> dict[str, list[str]]:
     return {"good": sorted(good), "small": sorted(small), "corrupt": ["broken.jpg", "garbage.png"]}
 
 
-def make_shards(tmp: Path, **overrides) -> tuple[Path, dict]:
+def make_mixed_shards(tmp: Path, **overrides) -> tuple[Path, dict]:
     """Image folder + shards under ``tmp``; returns the shard folder and the manifest."""
     src = tmp / "images"
     make_image_folder(src)

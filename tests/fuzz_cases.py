@@ -17,8 +17,8 @@ from fuzzing import (
     mutate_text_lines,
     rewrite,
 )
-from tiny_codec import make_export, make_image
-from train_harness import make_shards
+
+from trainer.testing import make_export, make_image, make_shards
 
 KINDS = {"jicd": 0.45, "manifest": 0.15, "index": 0.2, "results": 0.2}
 """What a case mutates, and how often."""

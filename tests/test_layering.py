@@ -1,7 +1,10 @@
-"""The package layering holds: ``jicd`` ← ``data_pipeline`` ← ``trainer``, and no import cycles.
+"""The package layering holds: ``jicd`` ← ``data_pipeline`` ← ``trainer`` ← the scripts of
+``launch/`` and ``benchmarks/``, and there is no import cycle anywhere.
 
 Every import statement is read with :mod:`ast` (module level, inside functions and under
-``TYPE_CHECKING`` alike), so a lazy import cannot hide an upward dependency or a cycle.
+``TYPE_CHECKING`` alike), so a lazy import cannot hide an upward dependency or a cycle. A script
+that imports a sibling by its bare name (``from gpu_check import …`` after a ``sys.path``
+edit) counts as importing that sibling.
 """
 
 from __future__ import annotations
@@ -12,9 +15,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("jicd", "data_pipeline", "trainer")
+PACKAGES = ("jicd", "data_pipeline", "trainer", "launch", "benchmarks")
 # What each package may import (besides itself).
-ALLOWED = {"jicd": set(), "data_pipeline": {"jicd"}, "trainer": {"jicd", "data_pipeline"}}
+LIBRARY = {"jicd", "data_pipeline", "trainer"}
+ALLOWED = {
+    "jicd": set(),
+    "data_pipeline": {"jicd"},
+    "trainer": {"jicd", "data_pipeline"},
+    "launch": LIBRARY,
+    "benchmarks": LIBRARY,
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -29,7 +39,9 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Project modules imported by ``path`` (``from a import b`` → ``a.b`` if a module)."""
+    """Project modules imported by ``path`` (``from a import b`` → ``a.b`` if a module; a bare
+    name of a sibling script → that sibling)."""
+    folder = path.parent.relative_to(ROOT).parts if path.is_relative_to(ROOT) else ()
     targets: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -41,7 +53,9 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
             ]
         else:
             continue
-        targets.update(n for n in names if n in modules)
+        for name in names:
+            sibling = ".".join((*folder, name))
+            targets.update(n for n in (name, sibling) if n in modules)
     return targets
 
 
@@ -94,3 +108,12 @@ def test_import_reader_sees_every_form(tmp_path: Path, source: str, expected: se
     path = tmp_path / "probe.py"
     path.write_text(source)
     assert _imports(path, _modules()) == expected
+
+
+def test_a_bare_import_of_a_sibling_script_is_seen(tmp_path: Path, monkeypatch) -> None:
+    # launch/gpu_check*.py once imported each other this way, in a circle held by sys.path edits.
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    (tmp_path / "launch").mkdir()
+    probe = tmp_path / "launch" / "probe.py"
+    probe.write_text("from sibling import Context\n")
+    assert _imports(probe, {"launch.sibling": probe}) == {"launch.sibling"}

@@ -11,11 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-
-from data_pipeline.shards import ShardConfig, prepare_shards
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -29,21 +25,6 @@ DETERMINISTIC_KEYS = (
     "aux",
     "grad_norm",
 )
-
-
-def make_shards(root: Path, count: int = 24, side: int = 96, min_side: int = 64) -> Path:
-    """Generated smooth photos → shards with a validation split of 10 %."""
-    src, out = root / "images", root / "shards"
-    src.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        coarse = rng.random((5, 5, 3)) * 255
-        image = Image.fromarray(coarse.astype(np.uint8)).resize((side, side), Image.BICUBIC)
-        image.save(src / f"img_{i:03d}.png")
-    prepare_shards(
-        src, out, ShardConfig(min_side=min_side, val_fraction=0.1, maxcount=5, workers=1)
-    )
-    return out
 
 
 def child_env() -> dict[str, str]:

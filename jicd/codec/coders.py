@@ -31,20 +31,15 @@ class SerialCoder:
             return {**model.compress(x), "entropy": "float"}
 
     @torch.inference_mode()
-    def decompress(
-        self,
-        model: nn.Module,
-        strings: list,
-        shape,
-        checks: list[int] | None = None,
-        entropy: str | None = None,
-    ) -> dict:
+    def decompress(self, model: nn.Module, strings: list, shape, **options: object) -> dict:
         """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``.
 
-        ``checks`` and ``entropy`` are accepted for the common interface; CompressAI's loop
-        exposes no indices to verify, so serial files carry none, and it has no integer path.
+        ``options`` (``checks``, ``entropy``) are those of the common interface (:class:`Coder`):
+        CompressAI's loop exposes no indices to verify, so serial files carry none, and it has
+        no integer path.
         """
-        _refuse_integer(entropy)
+        entropy = options.get("entropy")
+        _refuse_integer(entropy if isinstance(entropy, str) else None)
         refuse_off_cpu(model, self.name)
         return model.decompress(strings, shape)
 

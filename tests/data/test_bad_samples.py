@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import BACKENDS, PATCH, corrupt_in_place, make_shards
+from data_fixtures import BACKENDS, PATCH, corrupt_in_place, make_mixed_shards
 
 from data_pipeline import DataConfig, build_train_loader, build_val_loader
 from data_pipeline.manifest import SampleLocation, filtered_split, load_split
@@ -22,7 +22,7 @@ def damaged(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, SampleLocation, SampleLocation]:
     """Shards with one corrupted PNG member in train and one in val."""
-    shards, _ = make_shards(tmp_path_factory.mktemp("bad"))
+    shards, _ = make_mixed_shards(tmp_path_factory.mktemp("bad"))
     train = [
         loc for loc in load_split(str(shards), "train").locations() if loc.member.endswith(".png")
     ]

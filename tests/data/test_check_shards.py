@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from data_fixtures import corrupt_in_place, make_shards
+from data_fixtures import corrupt_in_place, make_mixed_shards
 
 from data_pipeline import shards as shards_module
 from data_pipeline.check_shards import main as check_shards
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sound(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_shards(tmp_path_factory.mktemp("check"))[0]
+    return make_mixed_shards(tmp_path_factory.mktemp("check"))[0]
 
 
 def _copy(sound: Path, tmp_path: Path) -> Path:

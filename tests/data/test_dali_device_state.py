@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from data_fixtures import HAS_DALI, PATCH, make_shards
+from data_fixtures import HAS_DALI, PATCH, make_mixed_shards
 
 from data_pipeline import DataConfig, build_train_loader
 from jicd.errors import UserError
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> DataConfig:
-    shards: Path = make_shards(tmp_path_factory.mktemp("dali_state"))[0]
+    shards: Path = make_mixed_shards(tmp_path_factory.mktemp("dali_state"))[0]
     return DataConfig(
         shards=str(shards), backend="dali", patch_size=PATCH, batch_size_per_gpu=2,
         num_threads=1, seed=0,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from hostile import one_error_line, run_limited
-from train_harness import make_shards
 
 from data_pipeline.check_shards import main as check_shards
 from data_pipeline.manifest import load_split
 from jicd.errors import UserError
+from trainer.testing import make_shards
 
 
 @pytest.fixture(scope="module")

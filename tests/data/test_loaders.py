@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import BACKENDS, HAS_DALI, PATCH, make_shards
+from data_fixtures import BACKENDS, HAS_DALI, PATCH, make_mixed_shards
 from numpy.lib.stride_tricks import sliding_window_view
 
 from data_pipeline import AugmentConfig, DataConfig, build_train_loader, build_val_loader
@@ -20,7 +20,7 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_shards(tmp_path_factory.mktemp("loaders"))[0]
+    return make_mixed_shards(tmp_path_factory.mktemp("loaders"))[0]
 
 
 def _config(shards: Path, backend: str, **overrides) -> DataConfig:

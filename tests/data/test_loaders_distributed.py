@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from data_fixtures import make_shards
+from data_fixtures import make_mixed_shards
 
 WORKER = Path(__file__).with_name("data_dist_worker.py")
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
@@ -20,7 +20,7 @@ HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 def uneven_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     # 27 training samples in shards of 7/7/7/6: DALI splits them 14 + 13 between two ranks,
     # so with batch 7 the short rank only reaches two batches through DALI's padding.
-    return make_shards(tmp_path_factory.mktemp("dist"), val_fraction=0.15)
+    return make_mixed_shards(tmp_path_factory.mktemp("dist"), val_fraction=0.15)
 
 
 def _run_two_ranks(shards: Path, backend: str, out: Path) -> list[dict]:

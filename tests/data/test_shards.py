@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from data_fixtures import MIN_SIDE, make_image_folder, make_shards
+from data_fixtures import MIN_SIDE, make_image_folder, make_mixed_shards
 from PIL import Image
 
 from data_pipeline import make_shards as cli
@@ -21,7 +21,7 @@ from data_pipeline.shards import ShardConfig, make_keys, prepare_shards, split_s
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    return make_shards(tmp_path_factory.mktemp("shards"))
+    return make_mixed_shards(tmp_path_factory.mktemp("shards"))
 
 
 def _members(tar_path: Path) -> dict[str, bytes]:
@@ -124,7 +124,7 @@ def test_deterministic_bytes_serial_and_parallel(written: tuple[Path, dict], tmp
 
 
 def test_jpeg2000_lossless_option(tmp_path: Path) -> None:
-    out, manifest = make_shards(tmp_path, lossless_format="jp2")
+    out, manifest = make_mixed_shards(tmp_path, lossless_format="jp2")
     entry = next(s for s in manifest["samples"] if s["path"] == "png/rgba.03.png")
     assert entry["stored_as"] == "lossless-jp2"
     members = {}

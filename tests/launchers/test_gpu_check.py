@@ -105,8 +105,7 @@ def paper_rows(skipped: int = 0, wait: float = 0.02) -> list[dict]:
 
 
 def test_the_paper_scale_line_judges_what_it_timed() -> None:
-    sys.path.insert(0, str(ROOT / "launch"))
-    from gpu_check_train import paper_scale_figures
+    from trainer.gpu_check.train_lines import paper_scale_figures
 
     figures = paper_scale_figures(paper_rows(), batch=16)
     assert figures == {"step_s": 0.08, "images_s": 200.0, "wait": 0.02, "loss": 100.0}

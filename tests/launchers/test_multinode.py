@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_harness import SMOKE, child_env, make_shards
+from train_harness import SMOKE, child_env
 
 from jicd.distributed import free_port
+from trainer.testing import make_shards
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

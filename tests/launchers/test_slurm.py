@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import SlurmCluster, ensure_slurm_installed
-from tiny_codec import make_image
-from train_harness import SMOKE, child_env, make_shards, metrics
+from train_harness import SMOKE, child_env, metrics
+
+from trainer.testing import make_image, make_shards
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

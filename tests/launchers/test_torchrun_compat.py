@@ -116,7 +116,9 @@ def test_old_torchrun_gets_usr1_forwarded_by_the_launcher(tmp_path: Path) -> Non
 def test_a_stop_signal_with_this_torchrun_checkpoints_and_exits_0(tmp_path: Path) -> None:
     # torchrun >= 2.9 forwards SIGUSR1 to the workers, which checkpoint and exit 0, and then
     # exits 1 itself (SignalException): the launcher must report the clean stop as 0.
-    from train_harness import SMOKE, child_env, make_shards, metrics
+    from train_harness import SMOKE, child_env, metrics
+
+    from trainer.testing import make_shards
 
     shards, run_dir = make_shards(tmp_path), tmp_path / "run"
     env = {**child_env(), "NPROC_PER_NODE": "1", "TORCHRUN": str(TORCHRUN)}

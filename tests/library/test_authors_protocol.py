@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.utils.eval_model.__main__ import compute_metrics
-from tiny_codec import make_image
 from torchvision import transforms
 
 from jicd.codec.images import load_rgb
@@ -18,6 +17,7 @@ from jicd.evaluation.evaluate import write_results
 from jicd.evaluation.protocol import noisy_pairs
 from jicd.metrics import psnr_8bit, psnr_truncated
 from jicd.noise import TEST_LEVELS
+from trainer.testing import make_image
 
 
 def image_pair() -> tuple[torch.Tensor, torch.Tensor]:

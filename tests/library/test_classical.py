@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_codec import make_image
 
 from jicd.errors import UserError
 from jicd.evaluation import pipelines
@@ -16,6 +15,7 @@ from jicd.evaluation.classical import CODECS, get_codec
 from jicd.evaluation.denoisers import build_denoiser, estimate_noise_sigma
 from jicd.evaluation.protocol import noisy_pairs
 from jicd.metrics import psnr_8bit
+from trainer.testing import make_image
 
 
 @pytest.fixture(scope="module")

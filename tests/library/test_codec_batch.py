@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_codec import make_export, make_image
 
 from jicd.codec.commands import compress_main, decompress_main
 from jicd.codec.images import load_rgb
 from jicd.pixels import conversion_notice
+from trainer.testing import make_export, make_image
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "compressai", "torchvision", "numpy", "PIL")

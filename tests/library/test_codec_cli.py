@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_codec import make_anchor_state_dict, make_export, make_image
 
 from jicd.codec import format as jicd_format
 from jicd.codec import get_coder
 from jicd.codec.commands import compress_main, decompress_main
 from jicd.codec.images import crop_to, to_uint8
 from jicd.models.weights import load_for_inference
+from trainer.testing import make_anchor_state_dict, make_export, make_image
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_codec import make_anchor_state_dict, make_export, make_image
 
 from jicd.codec import get_coder
 from jicd.codec.images import center_crop, load_rgb
@@ -18,6 +17,7 @@ from jicd.evaluation import evaluate
 from jicd.metrics import psnr_8bit
 from jicd.models.weights import load_for_inference
 from jicd.noise import noisy_at_level
+from trainer.testing import make_anchor_state_dict, make_export, make_image
 
 REPO = Path(__file__).resolve().parents[2]
 LEVELS = ["1", "4"]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 from sidd_fixtures import make_sidd, make_validation_mats
-from tiny_codec import make_export, make_image
 
 from jicd.evaluation.evaluate import main as evaluate_main
 from jicd.evaluation.protocol import PairedImage, dataset_items, noisy_pairs
 from jicd.evaluation.results_files import load_results
 from jicd.noise import noisy_at
+from trainer.testing import make_export, make_image
 
 
 def _results(folder: Path) -> dict[str, dict]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from hostile import one_error_line, png_claiming, run_limited, with_header
-from tiny_codec import make_export, make_image
 
 from jicd.codec import format as jicd_format
 from jicd.codec.commands import compress_main, decompress_main
+from trainer.testing import make_export, make_image
 
 MAX_PIXELS_ENV = "JICD_MAX_PIXELS"
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from hostile import one_error_line, patch_body, run_limited
-from tiny_codec import TINY_CHANNELS, make_export, make_image
 
 from jicd.codec.commands import compress_main, decompress_main
 from jicd.errors import UserError
 from jicd.models import ModelConfig
 from jicd.models.import_command import main as import_main
 from jicd.models.weights import import_checkpoint, load_for_inference
+from trainer.testing import TINY_CHANNELS, make_export, make_image
 
 DAMAGED = {
     "pedestal": ("g_s.1.igdn.beta_reparam.pedestal", lambda t: t + 1.0),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from hostile import png_claiming
-from tiny_codec import make_export, make_image
 
 from jicd.evaluation import evaluate, report
+from trainer.testing import make_export, make_image
 
 POINTS = {"bpp": [0.1, 0.2, 0.4], "psnr": [27.0, 29.0, 31.0], "psnr-rgb": [27.1, 29.1, 31.1]}
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 from released_layouts import layout, wrapped
-from tiny_codec import make_anchor_state_dict, make_image
 
 from jicd.codec.commands import compress_main, decompress_main
 from jicd.evaluation import evaluate
@@ -19,6 +18,7 @@ from jicd.models import build_model
 from jicd.models.import_command import main as import_main
 from jicd.models.released import LAYOUTS
 from jicd.models.weights import load_for_inference
+from trainer.testing import make_anchor_state_dict, make_image
 
 
 def released_file(path: Path) -> dict[str, torch.Tensor]:

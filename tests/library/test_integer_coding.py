@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_integer_network import lively_anchor
-from tiny_codec import make_image, make_lively_export
 
 from jicd.codec import format as jicd_format
 from jicd.codec import get_coder
@@ -24,6 +23,7 @@ from jicd.codec.integer.convert import integerize
 from jicd.codec.placement import analysis_transforms
 from jicd.errors import UserError
 from jicd.models.weights import load_for_inference
+from trainer.testing import make_image, make_lively_export
 
 
 @pytest.fixture(scope="module")

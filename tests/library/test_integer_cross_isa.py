@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_codec import make_image, make_lively_export
 
 from jicd.codec.integer.calibration import generated_images, noisy_versions
 from jicd.codec.integer.convert import integerize
 from jicd.codec.integer.export import write_integerized
 from jicd.codec.integer.isa_check import Setting, run_cross_isa, summarise
 from jicd.models.weights import read_export
+from trainer.testing import make_image, make_lively_export
 
 SIZES = [(64, 64), (67, 100), (128, 192), (192, 64)]
 ENCODER = Setting({"ONEDNN_MAX_CPU_ISA": "AVX2"}, threads=1)

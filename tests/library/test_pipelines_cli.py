@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tiny_codec import make_export, make_images
 
 from jicd.evaluation import evaluate, panels, report
+from trainer.testing import make_export, make_images
 
 
 @pytest.fixture(scope="module")

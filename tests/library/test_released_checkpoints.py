@@ -11,7 +11,6 @@ from released_layouts import (
     synthetic_state_dict,
     wrapped,
 )
-from tiny_codec import make_anchor_state_dict, make_export
 
 from jicd.errors import UserError
 from jicd.models import build_model
@@ -21,6 +20,7 @@ from jicd.models.weights import (
     load_for_inference,
     load_weights_for_finetuning,
 )
+from trainer.testing import make_anchor_state_dict, make_export
 
 # Hand-written from the mapping table of the layout notes (not from jicd.models.released), so
 # a wrong rename rule fails here: (authors' key, our key).

@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_harness import make_shards, metrics, run_training
+from train_harness import metrics, run_training
+
+from trainer.testing import make_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

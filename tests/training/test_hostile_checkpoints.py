@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from hostile import write_exploit
-from train_harness import make_shards, run_failing, run_training
+from train_harness import run_failing, run_training
 
 from jicd.errors import UserError
 from trainer.checkpoint_integrity import verify, write_manifest
 from trainer.checkpointer import CheckpointConfig, Checkpointer
 from trainer.reproduce.runner import StudyPaths, export_backbone
+from trainer.testing import make_shards
 
 
 class FileEngine:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from sidd_fixtures import make_sidd
-from train_harness import make_shards, run_training
+from train_harness import run_training
 
 from data_pipeline.paired_shards import prepare_paired_shards
 from data_pipeline.shards import ShardConfig
+from trainer.testing import make_shards
 
 pytestmark = pytest.mark.slow
 

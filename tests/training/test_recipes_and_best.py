@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_codec import make_export
-from train_harness import REPO, child_env, exported_state, make_shards, metrics, run_training
+from train_harness import REPO, child_env, exported_state, metrics, run_training
 
 from jicd.models.released import CDF_BUFFERS
 from jicd.models.weights import load_for_inference
+from trainer.testing import make_export, make_shards
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ import torch
 from data_fixtures import corrupt_in_place
 from train_harness import (
     exported_state,
-    make_shards,
     max_param_difference,
     metrics,
     run_failing,
@@ -22,6 +21,7 @@ from train_harness import (
 
 from data_pipeline.manifest import load_split
 from trainer.checkpoint_integrity import verify
+from trainer.testing import make_shards
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 BASE = ["train.steps=9", "checkpoint.every=3", "checkpoint.keep_last=5", "train.val_every=3"]

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_harness import SMOKE, child_env, make_shards
+from train_harness import SMOKE, child_env
+
+from trainer.testing import make_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

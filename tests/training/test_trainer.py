@@ -15,13 +15,14 @@ from train_harness import (
     exported_state,
     kill_group,
     last_step,
-    make_shards,
     max_param_difference,
     metrics,
     run_training,
     start_training,
     wait_for,
 )
+
+from trainer.testing import make_shards
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -14,7 +14,6 @@ from compressai.models import Cheng2020Anchor
 from train_harness import (
     child_env,
     exported_state,
-    make_shards,
     metrics,
     run_failing,
     run_training,
@@ -22,6 +21,7 @@ from train_harness import (
 )
 
 from jicd.models import lambda_for_quality
+from trainer.testing import make_shards
 
 pytestmark = pytest.mark.slow
 

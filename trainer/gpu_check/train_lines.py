@@ -14,13 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "launch"))
+import torch
 
-import torch  # noqa: E402
-from gpu_check import Context, child_env, last_line, run  # noqa: E402
-from gpu_check_cuda import group, shards  # noqa: E402
+from trainer.gpu_check.context import REPO, Context, child_env, group, last_line, run, shards
 
 ITERATIONS_PER_QUALITY = 769_800  # 600 epochs of Flickr2W at batch 16 (configs/q*.yaml)
 

@@ -1,10 +1,4 @@
-"""The GPU lines of ``launch/gpu_check.py`` (each raises ``Skip`` without the GPUs it needs).
-
-    python -m torch.distributed.run --nproc-per-node=2 launch/gpu_check_cuda.py nt-xent OUT
-
-is the NT-Xent worker the NCCL line starts; everything else runs inside gpu_check's process
-or as ``launch/train.py`` / ``launch/train_multinode.sh`` subprocesses.
-"""
+"""The GPU check's lines about data, collectives, precision and the codec on a GPU."""
 
 from __future__ import annotations
 
@@ -13,44 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "launch"))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from gpu_check import Context, last_line, photo, run  # noqa: E402
-
-from jicd import distributed as D  # noqa: E402
-
-
-def group(ctx: Context) -> D.DistInfo:
-    """A one-process NCCL group for the in-process lines (DeepSpeed keeps the first one)."""
-    ctx.need_gpus(1)
-    return D._INFO or D.init_distributed(timeout_s=300, device="cuda")
-
-
-def shards(ctx: Context, name: str, count: int, side: int, kinds: tuple[str, ...]) -> Path:
-    """Shards of generated photos stored as ``kinds`` (jpg, grey, png, rgba, jp2) in turn."""
-    from data_pipeline.shards import ShardConfig, prepare_shards
-
-    out = ctx.out / f"shards_{name}"
-    if (out / "manifest.json").is_file():
-        return out
-    src = ctx.folder(f"src_{name}")
-    suffix = {"jpg": ".jpg", "grey": ".jpg", "png": ".png", "rgba": ".png", "jp2": ".tif"}
-    mode = {"grey": "L", "rgba": "RGBA"}
-    for i in range(count):
-        kind = kinds[i % len(kinds)]
-        image = photo(side, seed=i, mode=mode.get(kind, "RGB"))
-        image.save(
-            src / f"{kind}{i:03d}{suffix[kind]}",
-            **({"quality": 92} if kind in ("jpg", "grey") else {}),
-        )
-    # TIFF sources are re-encoded as lossless JPEG 2000, the format nvJPEG2000 decodes on GPU.
-    cfg = ShardConfig(min_side=side, val_fraction=0.1, maxcount=8, lossless_format="jp2", workers=1)
-    prepare_shards(src, out, cfg)
-    return out
+from trainer.gpu_check.context import Context, group, last_line, photo, run, shards
 
 
 def data_config(path: Path, patch: int, batch: int):
@@ -92,7 +52,7 @@ def check_dali_mixed(ctx: Context) -> str:
             kind = key[:-3]  # names are <kind><3-digit index>
             assert kind in kinds, f"unexpected key {key}"
             diff = float(
-                (image.cpu() * 255 - pil_reference(ctx.out / "src_mixed", key)).abs().max()
+                (image.cpu() * 255 - pil_reference(root.parent / "images", key)).abs().max()
             )
             worst[kind] = max(worst.get(kind, 0.0), diff)
     # DALI hands out zero-copy outputs: the first batch must be unchanged after the others.
@@ -130,48 +90,13 @@ def check_dali_resume(ctx: Context) -> str:
     return f"{per_epoch} batches/epoch; resumed at batch {per_epoch - 1}: 3 batches identical"
 
 
-def nt_xent_worker(out: Path) -> None:
-    """One rank: global NT-Xent of its slice vs the single-process loss (rank 0 compares)."""
-    import torch.distributed as dist
-    import torch.nn.functional as F
-
-    from trainer.losses import nt_xent, nt_xent_of_rows
-
-    info = D.init_distributed(timeout_s=120, device="cuda")
-    gen = torch.Generator().manual_seed(0)
-    n, total = 4, 4 * info.world_size
-    noisy, aug = (torch.randn(total, 32, generator=gen).cuda() for _ in range(2))
-    weight0 = torch.randn(16, 32, generator=gen).cuda()
-    rows = slice(info.rank * n, (info.rank + 1) * n)
-    report = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        weight = weight0.clone().requires_grad_()
-        loss = nt_xent((noisy[rows] @ weight.T).to(dtype), (aug[rows] @ weight.T).to(dtype), 0.1)
-        loss.backward()
-        grad = weight.grad.clone()
-        dist.all_reduce(grad)
-        mean_loss = loss.detach().clone()
-        dist.all_reduce(mean_loss)
-        ref_w = weight0.clone().requires_grad_()
-        pairs = torch.cat([(noisy @ ref_w.T).to(dtype), (aug @ ref_w.T).to(dtype)], 1).float()
-        ref = nt_xent_of_rows(F.normalize(pairs.view(total, 2, -1), dim=2), 0, total, 0.1)
-        ref.backward()
-        report[str(dtype)] = {
-            "loss": float((mean_loss / info.world_size - ref).abs()),
-            "grad": float((grad / info.world_size - ref_w.grad).abs().max()),
-        }
-    if info.rank == 0:
-        (out / "nt_xent.json").write_text(json.dumps(report))
-    D.cleanup()
-
-
 def check_nt_xent_nccl(ctx: Context) -> str:
     """The all-gather with gradients on NCCL, 2 ranks, equals one process on the whole batch."""
     ctx.need_gpus(2)
     out = ctx.folder("nt_xent")
     done = run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         str(REPO / "launch" / "gpu_check_cuda.py"), "nt-xent", str(out)],
+         "-m", "trainer.gpu_check.nt_xent_worker", str(out)],
         timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, last_line(done.stderr)
@@ -283,32 +208,3 @@ def check_integer_codec_exact(ctx: Context) -> str:
     for result in (there, back):
         assert result["same_params"] and result["same_latent"] and result["indices"] > 3, result
     return f"{there['bytes']} B, {there['indices']} distinct indices; GPU->CPU and CPU->GPU exact"
-
-
-def cuda_checks() -> list:
-    """The GPU lines in table order (imported late: gpu_check_train imports this module)."""
-    from gpu_check_train import (
-        check_ddp_resume_adam_step,
-        check_engines_with_nan_step,
-        check_multinode_usr1,
-        check_paper_scale,
-        check_resume,
-    )
-
-    return [
-        ("DALI mixed loader (5 formats)", check_dali_mixed),
-        ("DALI resume on GPU across an epoch", check_dali_resume),
-        ("NT-Xent on NCCL, 2 ranks vs 1", check_nt_xent_nccl),
-        ("bf16 really on (dtype hook)", check_bf16),
-        ("engines ZeRO 0/1/2 + DDP, NaN step", check_engines_with_nan_step),
-        ("DDP resume: Adam step on CPU", check_ddp_resume_adam_step),
-        ("resume 3+3 vs 6", check_resume),
-        ("train_multinode.sh + SIGUSR1", check_multinode_usr1),
-        ("codec GPU-encode -> CPU-decode", check_codec_gpu_to_cpu),
-        ("integer entropy path GPU <-> CPU exact", check_integer_codec_exact),
-        ("paper-scale step time", check_paper_scale),
-    ]
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["nt-xent"]:
-    nt_xent_worker(Path(sys.argv[2]))

@@ -1,0 +1,1 @@
+"""The GPU acceptance check (``make gpu-check``, ``python -m trainer.gpu_check``)."""
