@@ -70,6 +70,8 @@ def test_from_scratch_a_loss_above_the_cap_trains_until_it_falls_below(tmp_path,
     assert rows[0]["loss"] > 20 and rows[-1]["loss"] < 20, [r["loss"] for r in rows]
     assert sum(r["skipped"] for r in rows) == 0
     assert "the cap applies now" in proc.stderr
+    # The step time and the FLOP utilisation against the device's measured matmul rate.
+    assert all(r["step_time_s"] > 0 and 0 < r["flop_utilisation"] < 1 for r in rows)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["loss_cap_from"] == (
         "first_below"
     )
