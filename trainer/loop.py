@@ -37,6 +37,7 @@ from trainer.state import (
     TrainProgress,
     upgrade_rank_state,
     upgrade_trainer_state,
+    with_legacy_keys,
 )
 from trainer.step import StopSignal, build_train_step
 from trainer.validation import validate
@@ -138,7 +139,10 @@ class Trainer:
         if divergence > 0:
             log.error("data-parallel replicas differ (max checksum spread %.3g)", divergence)
         self.checkpointer.save(
-            self.step, self.engine, self.state.collect("global"), self.state.collect("rank")
+            self.step,
+            self.engine,
+            with_legacy_keys(self.state.collect("global")),
+            self.state.collect("rank"),
         )
         # The export builds a fresh model (parameter init draws random numbers): keep those
         # draws out of the training stream, or a resumed run would not retrace this one.

@@ -78,6 +78,13 @@ class GeneratorState:
         self.generator.set_state(state["state"])
 
 
+def with_legacy_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.pt`` as written: today's entries plus the top-level ``step``, ``skipped`` and
+    ``best`` of the earlier layout, so the file stays a superset of what it was."""
+    progress, skipped = state["progress"], state["guard"]["skipped"]
+    return {**state, "step": progress["step"], "best": progress["best"], "skipped": skipped}
+
+
 def upgrade_trainer_state(state: dict[str, Any]) -> dict[str, Any]:
     """A ``trainer.pt`` of any earlier layout in today's: ``progress`` and ``guard`` entries
     (earlier files held ``step``, ``best`` and ``skipped`` at the top level)."""
