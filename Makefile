@@ -15,6 +15,7 @@ demo: $(STAMP)  ## small CPU demo: shards from bundled photos -> 2-rank training
 test: $(STAMP)  ## the whole suite (unit, distributed, integration, Slurm)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## unit tests only (no multi-process, no integration runs)
@@ -26,8 +27,8 @@ fuzz: $(STAMP)  ## the large fuzz budget: 10,000 hostile inputs to the file-read
 gpu-check: $(STAMP)  ## GPU acceptance table (PASS/FAIL/SKIP); on a CPU machine the GPU lines SKIP
 	bash launch/gpu_check.sh
 
-lint: $(STAMP)
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+lint: $(STAMP)  ## ruff (style) and mypy (types: jicd, trainer, data_pipeline, launch, benchmarks)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
