@@ -6,12 +6,15 @@ Both return loaders that keep the batch contract of :mod:`data_pipeline.contract
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from data_pipeline.contract import LoaderPlace
+from data_pipeline.contract import LoaderPlace, TrainLoader
 from data_pipeline.data_config import DataConfig, resolve_backend
+
+if TYPE_CHECKING:  # the loaders import torchvision / DALI: only when one is built
+    from data_pipeline.val_loader import ValLoader
 
 Device = torch.device | str
 Keys = Iterable[str]
@@ -19,7 +22,7 @@ Keys = Iterable[str]
 
 def build_train_loader(
     cfg: DataConfig, rank: int, world_size: int, device: Device, excluded: Keys = ()
-) -> Any:
+) -> TrainLoader:
     """Infinite training loader of this rank (see the module docstring for the contract).
 
     Args:
@@ -42,7 +45,7 @@ def build_train_loader(
 
 def build_val_loader(
     cfg: DataConfig, rank: int, world_size: int, device: Device, excluded: Keys = ()
-) -> Any:
+) -> ValLoader:
     """Finite validation loader: center crops, rank r gets val positions r, r + W, ...
 
     Arguments as for :func:`build_train_loader`.

@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data_pipeline.contract import LoaderPlace, check_loader_state
+from data_pipeline.contract import LoaderPlace, TrainBatch, check_loader_state
 from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import SampleLocation, check_split, load_split
 from data_pipeline.undecodable import BadSample, bad_sample, error_line
@@ -49,7 +49,7 @@ def read_sample(
 ) -> tuple[list[Image.Image], BadSample | None]:
     """Every image of a sample, fully decoded (``[image]``, or ``[noisy, clean]`` when paired),
     or ``([], report)`` naming the member that failed; a pair of two sizes is reported too."""
-    images = []
+    images: list[Image.Image] = []
     for member in location.images():
         try:
             image = read_image(member)
@@ -110,7 +110,7 @@ def rank_epoch_order(
 class _Item(NamedTuple):
     """What the batch plan asks the dataset for: one sample of one batch."""
 
-    index: int
+    sample: int  # index into the dataset's locations
     seed: int
     excluded: bool  # known undecodable: not read, the batch is dropped
     epoch: int
@@ -140,7 +140,9 @@ class _TrainSamples(Dataset):
         return len(self.locations)
 
     def __getitem__(self, item: _Item) -> tuple:
-        location = self.locations[item.index]
+        location = self.locations[item.sample]
+        images: list[Image.Image]
+        bad: BadSample | None
         if item.excluded:
             images, bad = [], bad_sample("train", location, "excluded earlier in this run")
         else:
@@ -258,7 +260,7 @@ class TorchTrainLoader:
     def __iter__(self) -> TorchTrainLoader:
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> TrainBatch:
         if self._batches is None:
             self.plan.start = self.position
             loader = DataLoader(
@@ -268,14 +270,19 @@ class TorchTrainLoader:
                 **loader_kwargs(self.cfg, self.device),
             )
             self._batches = iter(loader)
-        batch = next(self._batches)
-        epoch, index = batch.pop("position")
+        raw = next(self._batches)
+        epoch, index = raw["position"]
         self.position = (epoch, index + 1)
         for done in [e for e in self.plan.snapshots if e < epoch]:
             del self.plan.snapshots[done]  # finished epochs: their exclusions are not needed
-        for name in ("clean", "augmented", "noisy"):
-            if name in batch:
-                batch[name] = to_device_float(batch[name], self.device)
+        batch: TrainBatch = {
+            "clean": to_device_float(raw["clean"], self.device),
+            "augmented": to_device_float(raw["augmented"], self.device),
+            "keys": raw["keys"],
+            "bad_samples": raw["bad_samples"],
+        }
+        if "noisy" in raw:
+            batch["noisy"] = to_device_float(raw["noisy"], self.device)
         return batch
 
     def close(self) -> None:

@@ -6,13 +6,13 @@ implementation serves both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipeline.contract import LoaderPlace
+from data_pipeline.contract import LoaderPlace, ValBatch
 from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import SampleLocation, check_split, load_split
 from data_pipeline.torch_loader import loader_kwargs, read_sample, to_device_float, to_uint8_chw
@@ -77,14 +77,18 @@ class ValLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
-        for batch in self.loader:
-            self.bad_samples += batch.pop("bad_samples")
-            if not batch["keys"]:
+    def __iter__(self) -> Iterator[ValBatch]:
+        for raw in self.loader:
+            self.bad_samples += raw["bad_samples"]
+            if not raw["keys"]:
                 continue  # every sample of this batch was undecodable
-            for name in ("clean", "noisy"):
-                if name in batch:
-                    batch[name] = to_device_float(batch[name], self.device)
+            batch: ValBatch = {
+                "clean": to_device_float(raw["clean"], self.device),
+                "keys": raw["keys"],
+                "index": raw["index"],
+            }
+            if "noisy" in raw:
+                batch["noisy"] = to_device_float(raw["noisy"], self.device)
             yield batch
 
 

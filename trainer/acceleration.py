@@ -48,4 +48,4 @@ def accelerate(model: nn.Module, cfg: EngineConfig, device: torch.device) -> Non
 def enable_tf32() -> None:
     """fp32 matmuls and cuDNN convolutions on TF32 tensor cores (``engine.tf32``)."""
     torch.backends.cuda.matmul.fp32_precision = "tf32"
-    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"  # type: ignore[attr-defined]  # torch>=2.9 API, missing from torch's stubs

@@ -15,15 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
+from data_pipeline.contract import TrainBatch, TrainLoader
 from data_pipeline.data_config import DataConfig
 from data_pipeline.manifest import load_split
 from data_pipeline.undecodable import LOG_NAME, BadSample, BadSampleLog, check_limits
 from jicd import distributed as D
 from trainer.logger import MetricsLogger
+
+if TYPE_CHECKING:
+    from data_pipeline.val_loader import ValLoader
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,9 @@ class BadSampleGuard:
         """Keys the ``split`` loader must never read."""
         return self.log.excluded(split)
 
-    def next_batch(self, batches: Iterator[dict[str, Any]], loader: Any, step: int) -> dict:
+    def next_batch(
+        self, batches: Iterator[TrainBatch], loader: TrainLoader, step: int
+    ) -> TrainBatch:
         """The next batch that every rank can train on (collective: call on every rank)."""
         while True:
             batch = next(batches)
@@ -62,7 +68,7 @@ class BadSampleGuard:
             loader.exclude([r.key for r in reports if r.split == "train"])
             self._record(reports, step, "train batch dropped on all ranks")
 
-    def after_validation(self, loader: Any, step: int) -> None:
+    def after_validation(self, loader: ValLoader, step: int) -> None:
         """Exclude what validation could not decode (collective: call on every rank)."""
         local, loader.bad_samples = loader.bad_samples, []
         (bad,) = D.any_rank(bool(local))

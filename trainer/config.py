@@ -145,8 +145,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # Keys whose change on resume would silently make a different experiment: the model, the noise,
 # the data stream, the objective. Throughput-only data knobs may change freely.
 _RESUME_SENSITIVE = ("model.", "noise.", "data.", "loss.", "train.seed", "train.global_batch_size")
-_RESUME_FREE = ("data.num_threads", "data.prefetch", "data.num_workers", "data.val_batch_size")
-_RESUME_FREE += ("data.max_bad_fraction", "data.max_bad_in_a_row")
+_RESUME_FREE = ("data.num_threads", "data.prefetch", "data.num_workers", "data.val_batch_size",
+                "data.max_bad_fraction", "data.max_bad_in_a_row")  # fmt: skip
 
 
 def default_loss_cap(quality: int) -> float:

@@ -32,8 +32,8 @@ def configure_determinism(enabled: bool) -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # torch >= 2.9 API only: mixing it with the legacy allow_tf32 flags raises when read.
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]  # torch>=2.9 API, missing from torch's stubs
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"  # type: ignore[attr-defined]  # torch>=2.9 API, missing from torch's stubs
     torch.backends.cuda.matmul.fp32_precision = "ieee"
 
 
@@ -43,6 +43,6 @@ def determinism_settings() -> dict[str, object]:
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+        "conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,  # type: ignore[attr-defined]  # torch>=2.9 API, missing from torch's stubs
         "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
     }

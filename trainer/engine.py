@@ -19,10 +19,13 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from compressai.models import CompressionModel
 
 from jicd.errors import UserError
 from jicd.files import torch_save_atomic
@@ -102,7 +105,8 @@ class _WrappedModel:
     engine: Any
 
     @property
-    def module(self) -> nn.Module:
+    def module(self) -> CompressionModel:
+        """The model inside the wrapper (a CompressAI model: ``aux_loss``, ``update``, …)."""
         return self.engine.module
 
     def forward(self, *args: Any) -> Any:
@@ -295,7 +299,7 @@ def autocast_context(cfg: EngineConfig, device: torch.device) -> contextlib.Abst
     return contextlib.nullcontext()
 
 
-def keep_entropy_models_fp32(model: nn.Module) -> None:
+def keep_entropy_models_fp32(model: CompressionModel) -> None:
     """Run the entropy models, and the training quantisation, outside autocast in fp32.
 
     bf16 likelihoods shift the rate by ~1.3 % and fp16 turns the 1e-9 likelihood bound into 0

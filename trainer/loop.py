@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from data_pipeline import build_train_loader, build_val_loader
+from data_pipeline.contract import TrainBatch
 from data_pipeline.manifest import load_split
 from jicd import distributed as D
 from jicd.errors import UserError
@@ -71,7 +72,8 @@ class Trainer:
         self.cfg, self.info, self.device = cfg, info, info.device
         # cfg is resolved (trainer.config.resolve_config): every derived value is filled in.
         self.run_dir = Path(cfg.train.run_dir)
-        self.lmbda = cfg.loss.lmbda
+        assert cfg.loss.lmbda is not None, "resolve_config fills loss.lmbda"
+        self.lmbda: float = cfg.loss.lmbda
         D.seed_all(cfg.train.seed + info.rank)
         model = self._build_model()
         self.flops_per_step = self._count_flops(model, JointLoss(cfg.loss, self.lmbda))
@@ -100,9 +102,10 @@ class Trainer:
 
     def _build_model(self) -> torch.nn.Module:
         model = build_model_from_config(self.cfg.model)
-        if self.cfg.train.init_path():
-            fmt = load_weights_for_finetuning(model, self.cfg.model, self.cfg.train.init_path())
-            log.info("initialised from %s (%s format)", self.cfg.train.init_path(), fmt)
+        init_path = self.cfg.train.init_path()
+        if init_path:
+            fmt = load_weights_for_finetuning(model, self.cfg.model, init_path)
+            log.info("initialised from %s (%s format)", init_path, fmt)
         return model.to(self.device).train()
 
     def _count_flops(self, model: torch.nn.Module, criterion: JointLoss) -> int | None:
@@ -181,9 +184,7 @@ class Trainer:
             signal.signal(sig, handler)  # the handler's closure would keep this trainer alive
         self._previous_handlers.clear()
         self.logger.close()
-        for loader in (self.train_loader, self.val_loader):
-            if hasattr(loader, "close"):
-                loader.close()
+        self.train_loader.close()  # the validation loader holds no iterator between runs
         self.engine.close()
 
     def _after_step(self, window: LogWindow, stop: torch.Tensor, progress: Any) -> None:
@@ -201,8 +202,8 @@ class Trainer:
         last_loss = float(window.last["loss"])
         means = window.means_over_ranks()
         counters = self.guard.counters()
-        means["lr"] = self.scheduler.get_last_lr()[0]
-        means["aux_lr"] = self.scheduler.get_last_lr()[-1]
+        means["lr"] = float(self.scheduler.get_last_lr()[0])
+        means["aux_lr"] = float(self.scheduler.get_last_lr()[-1])
         means["skipped_total"] = float(counters.skipped)
         if self.flops_per_step:
             means["flop_utilisation"] = self.flops_per_step / means["step_time_s"] / self._rate()
@@ -273,7 +274,7 @@ class Trainer:
 
         return tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", dynamic_ncols=True)
 
-    def _batches(self) -> Iterator[dict[str, Any]]:
+    def _batches(self) -> Iterator[TrainBatch]:
         """The loader's batches, drawn without touching the global RNG streams.
 
         The model draws its quantisation noise from the global RNG; a loader that also draws
@@ -287,7 +288,7 @@ class Trainer:
                 batch = next(iterator)
             yield batch
 
-    def _record_keys(self, batch: dict[str, Any]) -> None:
+    def _record_keys(self, batch: TrainBatch) -> None:
         if not self.cfg.train.log_sample_keys:
             return
         keys_dir = self.run_dir / "keys"

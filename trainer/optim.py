@@ -80,7 +80,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Adam:
         {"params": main, "lr": cfg.lr, "name": "main"},
         {"params": aux, "lr": cfg.aux_lr, "name": "aux"},
     ]
-    return Adam(groups, betas=tuple(cfg.betas), fused=True)
+    beta1, beta2 = cfg.betas
+    return Adam(groups, betas=(beta1, beta2), fused=True)
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainer.losses import JointLoss
 
+if TYPE_CHECKING:
+    from compressai.models import CompressionModel
 
-def training_step_flops(model: nn.Module, criterion: JointLoss, batch: int, patch: int) -> int:
+
+def training_step_flops(
+    model: CompressionModel, criterion: JointLoss, batch: int, patch: int
+) -> int:
     """FLOPs of one three-branch forward, loss and backward of ``batch`` images ``patch``².
 
     Counted on a copy of the model on the ``meta`` device: no memory, no kernel, and no draw

@@ -32,7 +32,8 @@ from jicd.files import torch_load_plain
 
 def _plain_globals() -> list:
     """Classes that rebuild plain data only: NumPy arrays and dtypes, DeepSpeed's records."""
-    names = [np.core.multiarray._reconstruct, np.ndarray, np.dtype]
+    # _reconstruct: how pickled arrays rebuild themselves (private, so absent from the stubs)
+    names = [np.core.multiarray._reconstruct, np.ndarray, np.dtype]  # type: ignore[attr-defined]
     names += [type(np.dtype(t)) for t in ("uint32", "float64", "int64")]
     with contextlib.suppress(ImportError):
         from deepspeed.runtime.fp16.loss_scaler import LossScaler

@@ -10,11 +10,14 @@ with every device-to-host read patched to raise). The loop reads results at log 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from data_pipeline.contract import TrainBatch
 from jicd import distributed as D
 from jicd.metrics import psnr
 from jicd.noise import NoiseConfig, training_noise
@@ -23,6 +26,9 @@ from trainer.engine import TrainEngine, autocast_context, build_engine
 from trainer.losses import JointLoss
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.skipping import StepGuard
+
+if TYPE_CHECKING:  # trainer.config imports trainer.engine, as this module does
+    from trainer.config import Config
 
 
 class StopSignal:
@@ -80,7 +86,7 @@ class TrainStep:
         noise: NoiseConfig,
         generator: torch.Generator,
         aux_loss_scale: float,
-        autocast: object,
+        autocast: contextlib.AbstractContextManager,
         inject_nan_at_step: int | None = None,
     ) -> None:
         self.engine, self.criterion, self.scheduler = engine, criterion, scheduler
@@ -88,7 +94,7 @@ class TrainStep:
         self.noise, self.generator, self.aux_loss_scale = noise, generator, aux_loss_scale
         self.autocast, self.inject_nan_at_step = autocast, inject_nan_at_step
 
-    def __call__(self, batch: dict, step: int, stop: Tensor) -> StepResult:
+    def __call__(self, batch: TrainBatch, step: int, stop: Tensor) -> StepResult:
         """One iteration on this rank's batch; every rank runs every branch and collective.
 
         Args:
@@ -118,21 +124,24 @@ class TrainStep:
         return StepResult(values, flags[2])
 
 
-def build_train_step(model: torch.nn.Module, cfg, device: torch.device, rank: int) -> TrainStep:
+def build_train_step(
+    model: torch.nn.Module, cfg: Config, device: torch.device, rank: int
+) -> TrainStep:
     """The step of a resolved training config for ``model`` (on ``device``, in train mode):
     optimizer and LR schedule, compilation (``engine.compile``), the engine, the step guard and
     this rank's noise generator. Used by the trainer and by ``benchmarks/gpu_step.py``.
 
     Args:
-        cfg: a resolved :class:`trainer.config.Config` (annotated loosely: trainer.config
-            imports the engine, which this module also imports).
+        cfg: a resolved :class:`trainer.config.Config` (``loss.lmbda`` filled in).
     """
+    assert cfg.loss.lmbda is not None, "resolve_config fills loss.lmbda"
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     accelerate(model, cfg.engine, device)
     batch = cfg.data.batch_size_per_gpu
     engine = build_engine(model, optimizer, cfg.engine, cfg.optim.clip_grad_norm, batch)
     train = cfg.train
+    assert train.loss_cap is not None and train.loss_cap_from is not None, "resolved config"
     guard = StepGuard(train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(train.seed * 1_000_003 + rank)

@@ -75,7 +75,10 @@ def write_photos(
         kind = kinds[index % len(kinds)]
         image = as_mode(smooth_image(side, side, rng, grid, texture), kind)
         path = folder / (stem.format(index=index, kind=kind) + PHOTO_KINDS[kind])
-        image.save(path, **({"quality": 92} if kind in ("jpg", "grey") else {}))
+        if kind in ("jpg", "grey"):
+            image.save(path, quality=92)
+        else:
+            image.save(path)
     return folder
 
 
@@ -119,8 +122,8 @@ def make_lively_export(
     torch.manual_seed(seed)
     cfg = ModelConfig(preset=preset, quality=quality, channels=channels)
     model = build_model_from_config(cfg)
-    model.ga1[-1].weight.mul_(50.0)
-    model.ga1[-1].bias.mul_(50.0)
+    for parameter in model.ga1[-1].parameters():  # the weight and bias of g_a's last conv
+        parameter.mul_(50.0)
     save_export(path, model, cfg)
     return path
 

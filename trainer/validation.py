@@ -9,12 +9,12 @@ under ``real`` (``psnr_real``, ``bpp_real``, …) instead of per level.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import nn
 from torchvision.utils import make_grid
 
+from data_pipeline.contract import ValBatch
 from jicd import distributed as D
 from jicd.metrics import ms_ssim_db, ms_ssim_per_image, psnr
 from jicd.noise import validation_noise
@@ -29,7 +29,7 @@ _FIELDS = ("count", "psnr", "ms_ssim", "bpp", "rd_loss")
 @torch.no_grad()
 def validate(
     model: nn.Module,
-    loader: Iterable[dict[str, Any]],
+    loader: Iterable[ValBatch],
     lmbda: float,
     num_images: int,
     distortion: str = "mse",
@@ -48,7 +48,7 @@ def validate(
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(BUCKETS), len(_FIELDS), dtype=torch.float64)
-    shown: dict[int, torch.Tensor] = {}
+    shown: dict[tuple[int, int], torch.Tensor] = {}
     for batch in loader:
         clean, index = batch["clean"], batch["index"]
         paired = "noisy" in batch

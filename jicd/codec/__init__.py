@@ -24,6 +24,7 @@ from typing import Any
 # line with a missing file fails at once; the coders load on first use.
 _EXPORTS = {
     "CODERS": "jicd.codec.coders",
+    "Coder": "jicd.codec.coders",
     "DEFAULT_CODER": "jicd.codec.coders",
     "SerialCoder": "jicd.codec.coders",
     "get_coder": "jicd.codec.coders",
@@ -37,4 +38,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'jicd.codec' has no attribute {name!r}")
 
 
-__all__ = ["CODERS", "DEFAULT_CODER", "SerialCoder", "WavefrontCoder", "get_coder"]
+__all__ = ["CODERS", "Coder", "DEFAULT_CODER", "SerialCoder", "WavefrontCoder", "get_coder"]

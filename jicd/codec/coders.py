@@ -1,14 +1,49 @@
-"""The entropy coders and their registry (re-exported lazily by :mod:`jicd.codec`)."""
+"""The entropy coders, their common interface (:class:`Coder`) and their registry (re-exported
+lazily by :mod:`jicd.codec`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Protocol
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.codec.finite import checked_entropy_inputs
 from jicd.codec.placement import refuse_off_cpu
 from jicd.codec.wavefront import WavefrontCoder
 from jicd.errors import UserError
+
+if TYPE_CHECKING:
+    from compressai.models import CompressionModel
+
+
+class Coder(Protocol):
+    """What every entropy coder does: a batch of images to byte strings and back.
+
+    ``compress`` returns ``{"strings": [y_strings, z_strings], "shape": (h, w) of z, "checks":
+    [CRC32 of each image's CDF indices] (absent for the serial coder), "entropy": "float" |
+    "integer"}``; ``decompress`` takes those back and returns ``{"x_hat": (B, 3, H, W)}`` in
+    [0, 1]. A file records the coder's :attr:`name`, so its decoder is chosen from the file.
+    """
+
+    name: str
+
+    def compress(
+        self, model: CompressionModel, x: Tensor, entropy: str | None = None
+    ) -> dict[str, Any]:
+        """Encode ``x (B, 3, H, W)``; ``entropy`` ("float", "integer", None: the model's own)."""
+        ...
+
+    def decompress(
+        self,
+        model: CompressionModel,
+        strings: list,
+        shape: Any,
+        checks: list[int] | None = None,
+        entropy: str | None = None,
+    ) -> dict[str, Any]:
+        """Decode ``compress``'s output (``checks``, ``entropy``: as ``compress`` returned)."""
+        ...
 
 
 class SerialCoder:
@@ -17,7 +52,9 @@ class SerialCoder:
     name = "serial"
 
     @torch.inference_mode()
-    def compress(self, model: nn.Module, x: Tensor, entropy: str | None = None) -> dict:
+    def compress(
+        self, model: CompressionModel, x: Tensor, entropy: str | None = None
+    ) -> dict[str, Any]:
         """Encode ``x (B, 3, H, W)`` with the model's own autoregressive loop (CPU models only).
 
         Always the float entropy path (CompressAI's reference), whatever the export carries.
@@ -31,15 +68,20 @@ class SerialCoder:
             return {**model.compress(x), "entropy": "float"}
 
     @torch.inference_mode()
-    def decompress(self, model: nn.Module, strings: list, shape, **options: object) -> dict:
+    def decompress(
+        self,
+        model: CompressionModel,
+        strings: list,
+        shape: Any,
+        checks: list[int] | None = None,
+        entropy: str | None = None,
+    ) -> dict[str, Any]:
         """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``.
 
-        ``options`` (``checks``, ``entropy``) are those of the common interface (:class:`Coder`):
-        CompressAI's loop exposes no indices to verify, so serial files carry none, and it has
-        no integer path.
+        CompressAI's loop exposes no indices to verify, so serial files carry no ``checks``
+        (ignored), and it has no integer path.
         """
-        entropy = options.get("entropy")
-        _refuse_integer(entropy if isinstance(entropy, str) else None)
+        _refuse_integer(entropy)
         refuse_off_cpu(model, self.name)
         return model.decompress(strings, shape)
 
@@ -49,11 +91,11 @@ def _refuse_integer(entropy: str | None) -> None:
         raise UserError(f"the serial coder codes the float entropy path only, not {entropy!r}")
 
 
-CODERS = {"wavefront": WavefrontCoder, "serial": SerialCoder}
+CODERS: dict[str, type[Coder]] = {"wavefront": WavefrontCoder, "serial": SerialCoder}
 DEFAULT_CODER = "wavefront"
 
 
-def get_coder(name: str = DEFAULT_CODER) -> WavefrontCoder | SerialCoder:
+def get_coder(name: str = DEFAULT_CODER) -> Coder:
     """Return the entropy coder called ``name`` (one of :data:`CODERS`).
 
     Raises:
@@ -64,4 +106,4 @@ def get_coder(name: str = DEFAULT_CODER) -> WavefrontCoder | SerialCoder:
     return CODERS[name]()
 
 
-__all__ = ["CODERS", "DEFAULT_CODER", "SerialCoder", "get_coder"]
+__all__ = ["CODERS", "DEFAULT_CODER", "Coder", "SerialCoder", "get_coder"]
