@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -53,11 +54,16 @@ def checked_entropy_inputs(model: nn.Module) -> Iterator[None]:
     def check_output(name: str):
         return lambda module, args, output: check_codable(name, output)
 
+    # CompressAI models' submodules (nn.Module's __getattr__ types them Tensor | Module).
     handles = [
-        model.h_a.register_forward_pre_hook(check_input("the latent y")),
-        model.h_a.register_forward_hook(check_output("the hyper-latent z")),
-        model.h_s.register_forward_hook(check_output("the hyper-prior parameters")),
-        model.entropy_parameters.register_forward_hook(check_output("the Gaussian parameters")),
+        cast(nn.Module, model.h_a).register_forward_pre_hook(check_input("the latent y")),
+        cast(nn.Module, model.h_a).register_forward_hook(check_output("the hyper-latent z")),
+        cast(nn.Module, model.h_s).register_forward_hook(
+            check_output("the hyper-prior parameters")
+        ),
+        cast(nn.Module, model.entropy_parameters).register_forward_hook(
+            check_output("the Gaussian parameters")
+        ),
     ]
     try:
         yield

@@ -31,6 +31,7 @@ def compress_image(model, identity: dict, x: torch.Tensor, coder_name: str) -> C
     padded = pad_to_block(x)
     encoded = get_coder(coder_name).compress(model, padded)
     y_strings, z_strings = encoded["strings"]
+    latent_h, latent_w = (int(v) for v in encoded["shape"])
     return CodedImage(
         arch=identity["arch"],
         quality=int(identity.get("quality") or 0),
@@ -39,7 +40,7 @@ def compress_image(model, identity: dict, x: torch.Tensor, coder_name: str) -> C
         coder=coder_name,
         original_size=(x.shape[-2], x.shape[-1]),
         padded_size=(padded.shape[-2], padded.shape[-1]),
-        latent_shape=tuple(int(v) for v in encoded["shape"]),
+        latent_shape=(latent_h, latent_w),
         streams=(y_strings[0], z_strings[0]),
         **jicd_format.decode_requirements(encoded),  # device, entropy path, torch, index CRC
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import weakref
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -120,8 +121,8 @@ def analysis_transforms(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     Raises:
         UserError: if the image size is not a multiple of 64, or the model has no weights.
     """
-    y = model.g_a(x.to(model_device(model)))
-    z = model.h_a(y)
+    y = cast(nn.Module, model.g_a)(x.to(model_device(model)))
+    z = cast(nn.Module, model.h_a)(y)
     if tuple(y.shape[-2:]) != tuple(HYPER_SCALE * s for s in z.shape[-2:]):
         raise UserError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
     return y, z

@@ -9,8 +9,12 @@ whose recomputed indices have another checksum.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
+    from compressai.entropy_models import EntropyModel
 
 from jicd.errors import UserError
 
@@ -40,7 +44,7 @@ class CdfTables:
         self.offsets = offsets.tolist()
 
     @classmethod
-    def of(cls, entropy_model: nn.Module) -> CdfTables:
+    def of(cls, entropy_model: EntropyModel) -> CdfTables:
         """The tables of a CompressAI ``EntropyModel`` (after ``update()``)."""
         model = entropy_model
         return cls(model.quantized_cdf.cpu(), model.cdf_length.cpu(), model.offset.cpu())

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jicd.errors import UserError
+
+if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
+    from compressai.entropy_models import GaussianConditional
 
 # Element-wise activations that may be applied to a (P, C) matrix instead of a (P, C, 1, 1) map.
 _POINTWISE_ACTIVATIONS = (nn.LeakyReLU, nn.ReLU, nn.GELU, nn.Identity)
@@ -91,7 +95,8 @@ class WavefrontNet:
     """
 
     def __init__(self, model: nn.Module, params: Tensor) -> None:
-        context = model.context_prediction
+        # CompressAI's MaskedConv2d (nn.Module's __getattr__ types submodules Tensor | Module).
+        context = cast(nn.Conv2d, model.context_prediction)
         self.taps = causal_taps(context)
         self.channels = context.in_channels
         height, width = params.shape[-2:]
@@ -99,16 +104,17 @@ class WavefrontNet:
         self.schedule = build_schedule(height, width, self.taps, self.pad)
         self.grid_shape = (height + self.pad, width + 2 * self.pad)
         self.ctx_weight, self.ctx_bias = self._context_matrix(context)
-        self.gaussian = model.gaussian_conditional
-        self.scale_bounds = self.gaussian.scale_table[:-1].contiguous()
-        self._init_entropy_head(model.entropy_parameters, params)
+        gaussian: GaussianConditional = model.gaussian_conditional
+        self.gaussian = gaussian
+        self.scale_bounds = gaussian.scale_table[:-1].contiguous()
+        self._init_entropy_head(cast(nn.Module, model.entropy_parameters), params)
 
-    def _context_matrix(self, context: nn.Conv2d) -> tuple[Tensor, Tensor]:
+    def _context_matrix(self, context: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
         """Masked kernel ``(2M, M, k, k)`` → dense ``(2M, T·M)`` matrix over the causal taps.
 
         Kept ``(out, in)`` like ``nn.Linear``: MKL's small-batch GEMM is faster that way round.
         """
-        weight = context.weight * context.mask
+        weight = context.weight * cast(Tensor, context.mask)  # MaskedConv2d's buffer
         ki = torch.tensor([di + self.pad for di, _ in self.taps])
         kj = torch.tensor([dj + self.pad for _, dj in self.taps])
         taps_weight = weight[:, :, ki, kj]  # (2M, M, T)
@@ -124,8 +130,8 @@ class WavefrontNet:
         rows = params[0].flatten(1).t()[self.schedule.order]  # (H·W, 2M) in coding order
         layers = list(head) if isinstance(head, nn.Sequential) else [head]
         first = layers[0]
-        supported = all(_is_pointwise(layer) for layer in layers) and isinstance(first, nn.Conv2d)
-        if not supported:
+        supported = all(_is_pointwise(layer) for layer in layers)
+        if not supported or not isinstance(first, nn.Conv2d):
             self.hyper_rows, self.head, self.layers = rows, head, None
             return
         weight = first.weight.flatten(1)  # (C1, 4M): input channels = cat(params, ctx)

@@ -38,6 +38,7 @@ Each image of a batch is coded on its own, so its stream never depends on the ot
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING, cast
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
@@ -56,6 +57,9 @@ from jicd.codec.schedule import (
 )
 from jicd.distributed import single_thread
 from jicd.errors import UserError
+
+if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
+    from compressai.entropy_models import EntropyBottleneck
 
 
 @torch.inference_mode()
@@ -156,7 +160,8 @@ def hyper_params(model: nn.Module, z_hat: Tensor) -> Tensor:
     side = entropy_side(model)
     z_hat = z_hat.to(ENTROPY_DEVICE)
     with single_thread():
-        return torch.cat([side.h_s(z_hat[i : i + 1]) for i in range(z_hat.shape[0])])
+        h_s = cast(nn.Module, side.h_s)  # nn.Module's __getattr__ types it Tensor | Module
+        return torch.cat([h_s(z_hat[i : i + 1]) for i in range(z_hat.shape[0])])
 
 
 def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Size, Tensor]:
@@ -178,8 +183,9 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
     y, z = y.to(ENTROPY_DEVICE), z.to(ENTROPY_DEVICE)
     check_codable("the latent y", y)
     check_codable("the hyper-latent z", z)
-    z_strings = side.entropy_bottleneck.compress(z)
-    z_hat = side.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+    bottleneck: EntropyBottleneck = side.entropy_bottleneck
+    z_strings = bottleneck.compress(z)
+    z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
     params = hyper_params(side, z_hat)
     check_codable("the hyper-prior parameters", params)
     return y, z_strings, z.shape[-2:], params
@@ -234,7 +240,8 @@ class WavefrontCoder:
         if integer_coder.entropy_path(model, entropy) == "integer":
             return integer_coder.decompress(model, strings, shape, checks)
         side = entropy_side(model)
-        z_hat = side.entropy_bottleneck.decompress(strings[1], shape)
+        bottleneck: EntropyBottleneck = side.entropy_bottleneck
+        z_hat = bottleneck.decompress(strings[1], shape)
         params = hyper_params(side, z_hat)
         y_hat = torch.cat(
             [
@@ -242,7 +249,8 @@ class WavefrontCoder:
                 for i, s in enumerate(strings[0])
             ]
         )
-        x_hat = model.g_s(y_hat.to(model_device(model)))
+        g_s = cast(nn.Module, model.g_s)  # nn.Module's __getattr__ types it Tensor | Module
+        x_hat = g_s(y_hat.to(model_device(model)))
         return {"x_hat": x_hat.clamp_(0, 1).to(ENTROPY_DEVICE)}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from jicd.codec.integer.stages import Stage
 from jicd.errors import UserError
 from jicd.files import find_images
 from jicd.noise import noisy_at_level
+
+if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
+    from compressai.entropy_models import EntropyBottleneck
 
 MARGIN = 2.0
 DEFAULT_IMAGES = 8
@@ -118,15 +122,19 @@ def collect_ranges(
     """
     record = RangeRecorder()
     device = next(model.parameters()).device
-    medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach().view(-1, 1, 1)
+    bottleneck: EntropyBottleneck = model.entropy_bottleneck
+    medians = bottleneck.quantiles[:, 0, 1].detach().view(-1, 1, 1)
+    # CompressAI's submodules (nn.Module's __getattr__ types them Tensor | Module).
+    g_a, h_a = cast(nn.Module, model.g_a), cast(nn.Module, model.h_a)
+    context = cast(nn.Module, model.context_prediction)
     for x in images:
-        y = model.g_a(x.to(device))
-        z = model.h_a(y)
+        y = g_a(x.to(device))
+        z = h_a(y)
         hidden = record.see("z", torch.round(z - medians) + medians)
         for i, stage in enumerate(hyper):
             hidden = record.see(f"hyper.{i}", stage.forward(hidden))
         record.see("y", y)
-        ctx = record.see("context", model.context_prediction(torch.round(y)))
+        ctx = record.see("context", context(torch.round(y)))
         hidden = torch.cat((hidden, ctx), dim=1)
         for i, stage in enumerate(head):
             hidden = record.see(f"head.{i}", stage.forward(hidden))

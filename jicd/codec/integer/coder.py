@@ -17,6 +17,8 @@ channel-major order with the export's integer CDF tables; y — the latent symbo
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
 from torch import Tensor, nn
@@ -199,6 +201,7 @@ def to_latent(net: IntegerEntropyModel, y_int: Tensor) -> Tensor:
 def compress(model: nn.Module, x: Tensor) -> dict:
     """Encode ``x (B, 3, H, W)`` with the integer path (the wavefront coder's ``compress``)."""
     net = integer_model(model)
+    assert net is not None, "the caller checked entropy_path(model) == 'integer'"
     y, z = analysis_transforms(model, x)
     check_codable("the latent y", y)  # a NaN would become an arbitrary integer symbol
     check_codable("the hyper-latent z", z)
@@ -222,10 +225,12 @@ def compress(model: nn.Module, x: Tensor) -> dict:
 def decompress(model: nn.Module, strings: list, shape, checks: list[int] | None = None) -> dict:
     """Decode :func:`compress`'s output → ``{"x_hat": (B, 3, H, W) in [0, 1], on the CPU}``."""
     net = integer_model(model)
+    assert net is not None, "the caller checked entropy_path(model) == 'integer'"
     latents = []
     for i, (y_string, z_string) in enumerate(zip(*strings, strict=True)):
         z_int = decode_z(net, z_string, tuple(shape))
         check = None if checks is None else checks[i]
         latents.append(decode_latent(net, y_string, net.hyper_params(z_int), check))
     y_hat = to_latent(net, torch.cat(latents)).to(model_device(model))
-    return {"x_hat": model.g_s(y_hat).clamp_(0, 1).to(ENTROPY_DEVICE)}
+    g_s = cast(nn.Module, model.g_s)  # nn.Module's __getattr__ types it Tensor | Module
+    return {"x_hat": g_s(y_hat).clamp_(0, 1).to(ENTROPY_DEVICE)}

@@ -242,7 +242,7 @@ def cross_device_round_trip(model, x: torch.Tensor, encoder: str, decoder: str) 
     params = net.hyper_params(z_int)
     string, y_int, check = integer_coder.encode_latent(net, y, params)
     other = sides["dec"]
-    z_back = integer_coder.decode_z(other, z_string, tuple(z.shape[-2:]))
+    z_back = integer_coder.decode_z(other, z_string, (z.shape[-2], z.shape[-1]))
     params_back = other.hyper_params(z_back)
     y_back = integer_coder.decode_latent(other, string, params_back, check)
     return {

@@ -48,6 +48,13 @@ class IntegerLayer(nn.Module):
     ``(T, I, O)`` float64 (one ``I×O`` matrix per used tap), all on the module's device.
     """
 
+    # The buffers registered in __init__ (nn.Module's __getattr__ types them Tensor | Module).
+    weight: Tensor
+    bias: Tensor
+    bias_f64: Tensor
+    rescale: Tensor
+    taps_matrix: Tensor
+
     def __init__(
         self,
         weight: Tensor,

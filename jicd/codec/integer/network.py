@@ -19,7 +19,7 @@ but the last, strictly below the scale) on the exactly representable scale ``s /
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,16 @@ class IntegerEntropyModel(nn.Module):
         calibration: free-form record of how the scales were chosen (kept in exports).
     """
 
+    # The buffers registered in __init__ (nn.Module's __getattr__ types them Tensor | Module).
+    scale_thresholds: Tensor
+    z_median: Tensor
+    y_cdf: Tensor
+    y_cdf_length: Tensor
+    y_offset: Tensor
+    z_cdf: Tensor
+    z_cdf_length: Tensor
+    z_offset: Tensor
+
     def __init__(
         self,
         hyper: list[IntegerLayer],
@@ -73,12 +83,13 @@ class IntegerEntropyModel(nn.Module):
     @property
     def hyper_channels(self) -> int:
         """``N``: channels of ``z``."""
-        return self.hyper[0].weight.shape[1]
+        return _layers(self.hyper)[0].weight.shape[1]
 
     def _check_shapes(self) -> None:
         channels, ctx_out = self.latent_channels, self.context.weight.shape[0]
-        first, last = self.head[0].weight, self.head[-1].weight
-        params = self.hyper[-1].weight.shape[0] // self.hyper[-1].shuffle ** 2
+        hyper, head = _layers(self.hyper), _layers(self.head)
+        first, last = head[0].weight, head[-1].weight
+        params = hyper[-1].weight.shape[0] // hyper[-1].shuffle ** 2
         links = [
             (a.weight.shape[0] // a.shuffle**2, b.weight.shape[1]) for a, b in _pairs(self.hyper)
         ]
@@ -97,7 +108,7 @@ class IntegerEntropyModel(nn.Module):
     def hyper_params(self, z_int: Tensor) -> Tensor:
         """``h_s``: channels-last ``(h, w, N)`` int64 → ``(4h, 4w, 2M)`` int64 params."""
         x = z_int
-        for layer in self.hyper:
+        for layer in _layers(self.hyper):
             x = layer.conv(x)
         return x
 
@@ -107,7 +118,7 @@ class IntegerEntropyModel(nn.Module):
         ``(P, 2M)`` int64 → ``(P, C1)`` float64 integer accumulators (once per image; exact:
         the layer's whole sum stays below ``2**46``).
         """
-        first = self.head[0]
+        first = _layers(self.head)[0]
         split = params.shape[1]
         return exact_matmul(params.to(torch.float64), first.flat[:split], first.bias_f64)
 
@@ -123,10 +134,11 @@ class IntegerEntropyModel(nn.Module):
             ``(index (P, M) int32, mean (P, M) int64 at 2**y_bits)``.
         """
         ctx = self.context.linear(patches)
-        first = self.head[0]
+        head = _layers(self.head)
+        first = head[0]
         split = first.flat.shape[0] - ctx.shape[1]
         hidden = first.finish(exact_matmul(ctx.to(torch.float64), first.flat[split:], hyper_part))
-        for layer in self.head[1:]:
+        for layer in head[1:]:
             hidden = layer.linear(hidden.to(torch.float64))
         scales, means = hidden.split(self.latent_channels, dim=1)
         index = torch.searchsorted(self.scale_thresholds, scales.contiguous())
@@ -134,7 +146,11 @@ class IntegerEntropyModel(nn.Module):
 
     def payload(self) -> dict[str, Any]:
         """What an export stores (plain dicts, lists, ints and CPU tensors: ``weights_only``)."""
-        groups = {"hyper": list(self.hyper), "context": [self.context], "head": list(self.head)}
+        groups = {
+            "hyper": _layers(self.hyper),
+            "context": [self.context],
+            "head": _layers(self.head),
+        }
         return {
             "format": PAYLOAD_FORMAT,
             "version": PAYLOAD_VERSION,
@@ -185,8 +201,13 @@ class IntegerEntropyModel(nn.Module):
         )  # fmt: skip
 
 
+def _layers(modules: nn.ModuleList) -> list[IntegerLayer]:
+    """The items of ``hyper`` or ``head``, all IntegerLayers (a ModuleList types them Module)."""
+    return [cast(IntegerLayer, module) for module in modules]
+
+
 def _pairs(layers: nn.ModuleList) -> list[tuple[IntegerLayer, IntegerLayer]]:
-    return list(zip(list(layers)[:-1], list(layers)[1:], strict=True))
+    return list(zip(_layers(layers)[:-1], _layers(layers)[1:], strict=True))
 
 
 def _check_tensors(tensors: dict, scalars: dict, where: str) -> None:
