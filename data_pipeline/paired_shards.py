@@ -120,9 +120,11 @@ def _select(src: Path, cfg: ShardConfig) -> tuple[list[PairSample], dict[str, li
         if status != "ok":
             skipped[reasons[status]].append({"path": rel, "error": detail})
             continue
-        stored = tuple(cfg.stored_name(s) for s in stored)
+        stored_noisy, stored_clean = (cfg.stored_name(s) for s in stored)
         clean = pair.clean.relative_to(root).as_posix()
-        samples.append(PairSample(pair.key, rel, clean, width, height, *stored, pair.meta))
+        samples.append(
+            PairSample(pair.key, rel, clean, width, height, stored_noisy, stored_clean, pair.meta)
+        )
     if not samples:
         raise UserError(f"{src}: no usable pairs ({sum(map(len, skipped.values()))} skipped)")
     return samples, skipped, root

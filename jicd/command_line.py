@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from jicd.errors import UserError
 from jicd.names import printable
@@ -59,9 +59,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
+class CommandMain(Protocol):
+    """A command's entry point: ``main(argv=None) -> exit status`` (None: ``sys.argv[1:]``)."""
+
+    def __call__(self, argv: list[str] | None = None) -> int: ...
+
+
 def guarded_main(
     prog: str, build_parser: Callable[[], argparse.ArgumentParser], run: Callable[..., int]
-) -> Callable[[list[str] | None], int]:
+) -> CommandMain:
     """A command's ``main(argv)``: parse with ``build_parser()``, then ``run(args)``, guarded."""
 
     def main(argv: list[str] | None = None) -> int:
@@ -74,6 +80,7 @@ def guarded_main(
 __all__ = [
     "USER_ERROR_EXIT",
     "OneLineParser",
+    "CommandMain",
     "UserError",
     "guarded_main",
     "is_out_of_memory",

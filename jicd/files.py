@@ -43,8 +43,11 @@ def find_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in blocks (shards, checkpoints, exports)."""
+    digest = hashlib.sha256()  # hashlib.file_digest would need Python 3.11; we support 3.10
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # (st_dev, st_ino) -> how the command named the input; filled by protect_inputs.

@@ -91,4 +91,4 @@ main = guarded_main("jicd integerize", build_parser, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main(None))
+    sys.exit(main())
