@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -49,6 +50,8 @@ from jicd.codec.integer.convert import integerize  # noqa: E402
 
 KODAK_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim01.png"
 CODERS = ("serial", "wavefront", "integer")  # integer = the wavefront coder's integer path
+
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,9 +116,7 @@ def synchronize(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(
-    fn: Callable[[], object], repeats: int, device: torch.device | None = None
-) -> tuple[float, object]:
+def timed(fn: Callable[[], T], repeats: int, device: torch.device | None = None) -> tuple[float, T]:
     """Fastest wall time of ``fn`` over ``repeats`` runs (robust to other load), and its result."""
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -124,7 +125,7 @@ def timed(
         result = fn()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return best, result
+    return best, cast(T, result)  # the last run's result (repeats >= 1)
 
 
 class _Cached(nn.Module):

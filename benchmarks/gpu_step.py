@@ -83,6 +83,7 @@ def run_row(device: torch.device, channels: int, batch: int, patch: int, path: s
     torch._dynamo.reset()  # a new model per row: no stale graphs, no recompile limit reached
     torch.manual_seed(0)
     model = build_model("jicd", 3, channels=channels).to(device).train()
+    assert cfg.loss.lmbda is not None  # resolve_config sets the quality's λ_d when unset
     flops = training_step_flops(model, JointLoss(cfg.loss, cfg.loss.lmbda), batch, patch)
     step = build_train_step(model, cfg, device, rank=0)
     clean = torch.rand(batch, 3, patch, patch, device=device)

@@ -51,7 +51,7 @@ from jicd.codec.integer.isa_check import Setting, run_cross_isa, summarise  # no
 from jicd.codec.schedule import WavefrontNet  # noqa: E402
 from jicd.codec.wavefront import analyse, encode_latent_checked  # noqa: E402
 from jicd.distributed import single_thread  # noqa: E402
-from jicd.evaluation.protocol import dataset_items, noisy_pairs  # noqa: E402
+from jicd.evaluation.protocol import PairedImage, dataset_items, noisy_pairs  # noqa: E402
 from jicd.metrics import psnr_8bit  # noqa: E402
 from jicd.models.weights import load_for_inference, read_export  # noqa: E402
 
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def datasets(specs: list[str], limit: int) -> dict[str, list[Path]]:
+def datasets(specs: list[str], limit: int) -> dict[str, list[Path | PairedImage]]:
     sets = {}
     for spec in specs:
         name, _, folder = spec.partition("=")

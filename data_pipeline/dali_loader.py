@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.data_node import DataNode
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from data_pipeline.contract import LoaderPlace, check_loader_state
@@ -64,7 +65,12 @@ def _uniform_around_one(amount: float) -> Any:
 def _to_float_chw(images: Any, mirror: Any = 0) -> Any:
     """uint8 HWC -> float32 CHW in [0, 1], optionally mirrored horizontally."""
     return fn.crop_mirror_normalize(
-        images, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0], mirror=mirror
+        images,
+        dtype=types.DALIDataType.FLOAT,
+        output_layout="CHW",
+        mean=[0.0],
+        std=[255.0],
+        mirror=mirror,
     )
 
 
@@ -92,7 +98,7 @@ def _decode_crop(encoded: Any, cfg: DataConfig, decoder: str, pos_x: Any, pos_y:
     return fn.decoders.image_crop(
         encoded,
         device=decoder,
-        output_type=types.RGB,
+        output_type=types.DALIImageType.RGB,
         crop=[cfg.patch_size, cfg.patch_size],
         crop_pos_x=pos_x,
         crop_pos_y=pos_y,
@@ -129,7 +135,8 @@ def train_pipeline(
         pad_last_batch=True,
         name=READER_NAME,
     )
-    encoded = encoded if isinstance(encoded, list | tuple) else [encoded]
+    # a reader has outputs: the stubs' None (and Sequence) are for other operators
+    encoded = encoded if isinstance(encoded, list | tuple) else [cast(DataNode, encoded)]
     # "<tar>:<offset>:<member>", zero-padded to the batch's longest so it stacks into a tensor.
     source = fn.pad(fn.get_property(encoded[0], key="source_info"), fill_value=0)
     pos_x, pos_y = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
@@ -180,7 +187,7 @@ class DaliTrainLoader:
         self._checkpoint: bytes | None = None  # reader state after the last batch handed out
         self._pending: list[BadSample] = []  # reported, not yet excluded
         self.excluded |= set(excluded) & self._locations.keys()
-        self._iterator = self._build(checkpoint=None)
+        self._iterator: DALIGenericIterator | _FailedIterator | None = self._build(checkpoint=None)
 
     def _split(self) -> SplitFiles:
         """The indexes this pipeline reads: all samples but the excluded ones (and, in the part
@@ -260,8 +267,9 @@ class DaliTrainLoader:
         except RuntimeError as exc:
             return self._failed(exc)
         self.batch += 1
-        self._checkpoint = bytes(self._iterator.checkpoints()[0])
-        batch = {
+        # the iterator just handed out a batch: neither a failed one nor closed
+        self._checkpoint = bytes(cast(DALIGenericIterator, self._iterator).checkpoints()[0])
+        batch: dict[str, Any] = {
             name: out[name].to(self.device, non_blocking=True)
             for name in ("clean", "augmented", "noisy")
             if name in out
@@ -269,6 +277,7 @@ class DaliTrainLoader:
         return {**batch, "keys": _keys_from_sources(out["source"]), "bad_samples": []}
 
     def _next_output(self) -> dict[str, torch.Tensor]:
+        assert self._iterator is not None  # a closed loader is not read again
         try:
             return next(self._iterator)[0]
         except StopIteration:  # end of epoch; auto_reset already rewound the reader
@@ -327,6 +336,7 @@ class DaliTrainLoader:
     @property
     def batches_per_epoch(self) -> int:
         """Full batches of the current epoch (identical on every rank)."""
+        assert self._iterator is not None  # a closed loader is not read again
         return self._first_batch + len(self._iterator)
 
     def state_dict(self) -> dict[str, Any]:

@@ -66,7 +66,12 @@ class _FileEnd:
 
 def _tar_members(path: str) -> dict[str, tuple[int, int]]:
     """``{member name: (data offset, size)}`` from the tar's own headers."""
-    with open(path, "rb") as handle, tarfile.open(fileobj=_FileEnd(handle), mode="r:") as tar:
+    with (
+        open(path, "rb") as handle,
+        # typeshed's protocol for ``fileobj`` also asks for write() and close(), which reading
+        # a tar given its file object never calls
+        tarfile.open(fileobj=_FileEnd(handle), mode="r:") as tar,  # type: ignore[call-overload]
+    ):
         return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
 
 
@@ -105,13 +110,15 @@ def check_shard(task: _ShardTask) -> tuple[list[Problem], int]:
     decoded = 0
     with open(path, "rb") as handle:
         for loc in locations:
-            sizes, good = set(), True
+            sizes: set[tuple[int, int]] = set()
+            good = True
             for image in loc.images():
-                problem, size = _member_problem(handle, image, members, task.min_side)
+                problem, image_size = _member_problem(handle, image, members, task.min_side)
                 if problem:
                     problems.append(Problem(name, image.member, problem))
                     good = False
-                sizes.add(size)
+                if image_size is not None:  # None exactly when there is a problem
+                    sizes.add(image_size)
             if good and len(sizes) > 1:
                 shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
                 why = f"noisy and clean differ in size ({shown})"

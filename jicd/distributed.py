@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -232,22 +233,22 @@ def init_distributed(
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     requested = requested_device(device)
     cuda_count = torch.cuda.device_count() if requested != "cpu" else 0
-    device = choose_device(requested, local, local_world_size(), cuda_count)
-    _warn_about_unused_gpus(requested, device, cuda_count)
-    backend = backend_for(device)
-    if device.type == "cpu":
+    chosen = choose_device(requested, local, local_world_size(), cuda_count)
+    _warn_about_unused_gpus(requested, chosen, cuda_count)
+    backend = backend_for(chosen)
+    if chosen.type == "cpu":
         # DeepSpeed picks its accelerator by itself (CUDA when present) and moves the model there;
         # a CPU run on a GPU node must tell it, before deepspeed is first imported.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
     if before_group is not None:
         before_group()
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
         store = dist.HashStore() if not env else None  # torchrun's variables name its store
         dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world, store=store)
-    _INFO = DistInfo(rank, world, local, backend, device)
+    _INFO = DistInfo(rank, world, local, backend, chosen)
     return _INFO
 
 
@@ -266,7 +267,7 @@ def cleanup() -> None:
     _HOST_GROUP = None
     gc.collect()
     if dist.is_available() and dist.is_initialized():
-        deepspeed_comm = sys.modules.get("deepspeed.comm.comm")
+        deepspeed_comm: Any = sys.modules.get("deepspeed.comm.comm")  # its ``cdb`` global
         if deepspeed_comm is not None and deepspeed_comm.cdb is not None:
             deepspeed_comm.destroy_process_group()
             deepspeed_comm.cdb = None  # its backend object still holds the world group
@@ -371,7 +372,8 @@ def host_group() -> dist.ProcessGroup | None:
     if dist.get_backend() == "gloo":
         return None
     if _HOST_GROUP is None:
-        _HOST_GROUP = dist.new_group(backend="gloo")
+        # every rank is in a group over all ranks: never ``GroupMember.NON_GROUP_MEMBER``
+        _HOST_GROUP = cast(dist.ProcessGroup, dist.new_group(backend="gloo"))
     return _HOST_GROUP
 
 

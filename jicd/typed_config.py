@@ -12,11 +12,24 @@ from __future__ import annotations
 import dataclasses
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from jicd.errors import UserError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -40,7 +53,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    # ``T`` is unbound so callers keep their precise type; ``cls`` is a dataclass by contract
+    # (``fields`` raises TypeError otherwise, as before).
+    fields = dataclasses.fields(cast("type[DataclassInstance]", cls))
+    names = [f.name for f in fields if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
@@ -60,7 +76,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against type ``hint`` (converting int→float and lists→tuples)."""
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key)
+        # a type hint that is a dataclass is the class itself, never an instance
+        return from_dict(cast("type[Any]", hint), value, key)
     if origin in (Union, types.UnionType):
         return _coerce_union(value, get_args(hint), key)
     if origin is Literal:

@@ -29,15 +29,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 try:
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 except ImportError:  # a login node's bare python3: pip carries its own copy
+    # the same code as ``packaging`` under another module name, whose types mypy keeps apart
     from pip._vendor.packaging.markers import default_environment
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.utils import canonicalize_name
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements-lock.txt"
@@ -110,9 +112,11 @@ def resolve(args: argparse.Namespace, out: Path) -> dict:
 
 def kept_distributions(report: dict, exclude: set[str], environment: dict) -> dict[str, str]:
     """``{name: version}`` reachable from jicd without passing an excluded name."""
-    items = {canonicalize_name(i["metadata"]["name"]): i for i in report["install"]}
-    extras = {canonicalize_name(i["metadata"]["name"]): i.get("requested_extras") or [] for i in
-              report["install"]}  # fmt: skip
+    items: dict[str, Any] = {canonicalize_name(i["metadata"]["name"]): i for i in report["install"]}
+    extras: dict[str, list[str]] = {
+        canonicalize_name(i["metadata"]["name"]): i.get("requested_extras") or []
+        for i in report["install"]
+    }
     kept: dict[str, str] = {}
     stack = ["jicd"]
     while stack:
@@ -137,7 +141,8 @@ def _applies(requirement: Requirement, extras: list[str], environment: dict) -> 
 
 def target_environment(args: argparse.Namespace) -> dict[str, str]:
     """Marker variables of the target (Linux, the platform's machine, the chosen Python)."""
-    environment = dict(default_environment())
+    # ``Environment`` is a TypedDict whose values are all strings
+    environment = cast("dict[str, str]", dict(default_environment()))
     machine = "aarch64" if "aarch64" in args.platform else "x86_64"
     version = args.python_version
     environment.update(
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     build_local_wheels(out)
     report = resolve(args, out)
-    exclude = {canonicalize_name(name) for name in args.exclude}
+    exclude: set[str] = {canonicalize_name(name) for name in args.exclude}
     kept = kept_distributions(report, exclude, target_environment(args))
     resolved = {canonicalize_name(i["metadata"]["name"]) for i in report["install"]}
     pins = [f"{name}=={version}" for name, version in sorted(kept.items())]

@@ -152,4 +152,5 @@ def has_ms_ssim(curve: Curve) -> bool:
 def as_ms_ssim_db(curve: Curve) -> Curve:
     """``curve`` with MS-SSIM in dB (``−10·log10(1 − MS-SSIM)``) in place of PSNR, so BD-rates
     on MS-SSIM use the same interpolation as on PSNR (the usual MS-SSIM BD-rate)."""
+    assert curve.ms_ssim is not None  # callers check has_ms_ssim first
     return replace(curve, psnr=[ms_ssim_db(v) for v in curve.ms_ssim], metric="ms-ssim-db")

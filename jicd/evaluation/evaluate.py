@@ -28,6 +28,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,7 +39,13 @@ from jicd.codec import get_coder
 from jicd.command_line import OneLineParser, UserError, run_guarded
 from jicd.evaluation import panels, pipelines
 from jicd.evaluation.denoisers import TorchScriptDenoiser
-from jicd.evaluation.protocol import dataset_items, noisy_pairs, protocol_record, quality_scores
+from jicd.evaluation.protocol import (
+    PairedImage,
+    dataset_items,
+    noisy_pairs,
+    protocol_record,
+    quality_scores,
+)
 from jicd.evaluation.results_files import results_file_name
 from jicd.files import protect_inputs, write_bytes_atomic, write_json_atomic
 from jicd.metrics import image_bpp
@@ -90,9 +97,9 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def parse_datasets(specs: list[str], limit: int | None) -> dict[str, list[Path]]:
+def parse_datasets(specs: list[str], limit: int | None) -> dict[str, list[Path | PairedImage]]:
     """``["kodak=DIR", …]`` → ``{"kodak": [images or real pairs]}`` (:func:`dataset_items`)."""
-    datasets: dict[str, list[Path]] = {}
+    datasets: dict[str, list[Path | PairedImage]] = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
@@ -167,7 +174,9 @@ def curve_name(args, identity: dict) -> str:
     return identity["arch"] + ("+denoiser" if args.denoiser else "")
 
 
-def evaluate_checkpoint(args, checkpoint: str, datasets: dict[str, list[Path]], coder, pipe=None):
+def evaluate_checkpoint(
+    args, checkpoint: str, datasets: dict[str, list[Path | PairedImage]], coder, pipe=None
+):
     """Per-image rows for one checkpoint over this rank's share of every set and level.
 
     ``pipe``: the ``--pipeline`` this checkpoint comes from (its denoiser and curve name);
@@ -214,12 +223,15 @@ def gather_rows(rows: list[dict]) -> list[dict]:
     """All ranks' rows on rank 0 (an empty list elsewhere); identity on one process."""
     if distributed.get_world_size() == 1:
         return rows
-    gathered = [None] * distributed.get_world_size() if distributed.is_main() else None
+    # on rank 0, gather_object replaces every None by that rank's list of rows
+    gathered: list[Any] | None = (
+        [None] * distributed.get_world_size() if distributed.is_main() else None
+    )
     dist.gather_object(rows, gathered, dst=0)
     return [row for part in gathered for row in part] if gathered else []
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: list[float | None]) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if len(finite) == len(values) else math.nan
 
@@ -236,7 +248,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str, int], dict]:
         groups[key].append(row)
     curves: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for (name, set_name, level, checkpoint, quality), members in groups.items():
-        point = {m: _mean([r.get(m) for r in members]) for m in METRICS}
+        point: dict[str, Any] = {m: _mean([r.get(m) for r in members]) for m in METRICS}
         point.update(checkpoint=checkpoint, quality=quality, images=len(members))
         point.update(pipeline=members[0].get("pipeline"))
         curves[(name, set_name, level)].append(point)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from jicd.codec.images import to_uint8
-from jicd.evaluation.protocol import noisy_pairs
+from jicd.evaluation.protocol import PairedImage, noisy_pairs
 from jicd.files import write_bytes_atomic
 from jicd.names import safe_name
 
@@ -61,11 +61,13 @@ def choose_points(rows: list[dict], names: list[str]) -> dict[tuple[str, int], d
             name: {point: sum(v) / len(v) for point, v in curves[name].items()} for name in present
         }
         target = min(means[present[0]].values())
-        chosen[key] = {
-            name: min(points, key=lambda p, m=means[name]: abs(m[p] - target))
-            for name, points in means.items()
-        }
+        chosen[key] = {name: _nearest(points, target) for name, points in means.items()}
     return chosen
+
+
+def _nearest(points: dict[tuple, float], target: float) -> tuple:
+    """The point whose mean bpp is closest to ``target`` (the first one on a tie)."""
+    return min(points, key=lambda p: abs(points[p] - target))
 
 
 def _detail_box(clean: Tensor, side: int) -> tuple[int, int, int, int]:
@@ -135,7 +137,7 @@ def _label(row: dict) -> str:
 
 def write_panels(
     rows: list[dict],
-    datasets: dict[str, list[Path]],
+    datasets: dict[str, list[Path | PairedImage]],
     names: list[str],
     seed: int,
     output: Path,
@@ -160,8 +162,9 @@ def write_panels(
         choose_points(rows, names).items(), key=lambda kv: tuple(map(str, kv[0]))
     ):
         for path in datasets.get(set_name, []):
-            members = [index.get((n, set_name, path.name, level, *points[n])) for n in points]
-            if not all(members):
+            found = [index.get((n, set_name, path.name, level, *points[n])) for n in points]
+            members = [row for row in found if row]
+            if len(members) < len(found):
                 continue
             ((_, clean, noisy),) = noisy_pairs(path, [level], seed)
             noisy_row = members[0]

@@ -33,7 +33,7 @@ from jicd.evaluation.denoisers import (
     describe_denoiser,
     is_denoiser_spec,
 )
-from jicd.evaluation.protocol import levels_for, noisy_pairs, quality_scores
+from jicd.evaluation.protocol import PairedImage, levels_for, noisy_pairs, quality_scores
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Pipeline:
     def curve_name(self, arch: str | None = None) -> str:
         """``avif``, ``nlm+avif``, ``nlm+cheng2020-anchor`` (``arch`` names a checkpoint)."""
         base = arch if self.learned else self.codec
+        assert base is not None, "a checkpoint's curve is named after its arch"
         if self.denoiser is None:
             return base
         label = self.denoiser
@@ -115,8 +116,8 @@ def parse_qualities(tokens: list[str] | None, pipelines: list[Pipeline]) -> dict
         target += [_number(value, token) for value in values.split(",")]
     sweeps = {}
     for name in names:
-        values = own.get(name) or shared or list(CODECS[name].qualities)
-        sweeps[name] = tuple(sorted({CODECS[name].check_quality(v) for v in values}))
+        sweep = own.get(name) or shared or list(CODECS[name].qualities)
+        sweeps[name] = tuple(sorted({CODECS[name].check_quality(v) for v in sweep}))
     return sweeps
 
 
@@ -188,7 +189,7 @@ class Job:
 
     pipeline: Pipeline
     set_name: str
-    path: Path
+    path: Path | PairedImage
     level: int
     seed: int
     qualities: tuple
@@ -233,7 +234,9 @@ def _init_worker() -> None:
 
 def default_workers() -> int:
     """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # None: the count is unknown
 
 
 def _finished(jobs: list[Job], workers: int) -> Iterator[tuple[int, list[dict]]]:
@@ -264,7 +267,7 @@ def run_classical(jobs: list[Job], workers: int, show_progress: bool = True) -> 
 
 def classical_jobs(
     pipelines: list[Pipeline],
-    datasets: dict[str, list[Path]],
+    datasets: dict[str, list[Path | PairedImage]],
     levels: list[int],
     seed: int,
     sweeps: dict[str, tuple],

@@ -89,7 +89,7 @@ def dataset_items(folder: str | Path, limit: int | None) -> list[Path | PairedIm
         raise UserError(f"dataset folder not found: {folder}")
     if is_validation_blocks(root):
         noisy, _ = _blocks(root)
-        items: list = [
+        items: list[Path | PairedImage] = [
             PairedImage(f"s{s:02d}_b{b:02d}", blocks=root, index=(s, b))
             for s in range(noisy.shape[0])
             for b in range(noisy.shape[1])
@@ -99,11 +99,13 @@ def dataset_items(folder: str | Path, limit: int | None) -> list[Path | PairedIm
     for line in problems:
         print(f"jicd evaluate: warning: {line}", file=sys.stderr)
     if pairs:
-        return [PairedImage(name, noisy=n, clean=c) for name, n, c in pairs][:limit]
+        items = [PairedImage(name, noisy=n, clean=c) for name, n, c in pairs]
+        return items[:limit]
     images = find_images(root)
     if not images:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in dataset folder {folder}")
-    return images[:limit]
+    items = list(images)
+    return items[:limit]
 
 
 def levels_for(item: Path | PairedImage, levels: list) -> list:

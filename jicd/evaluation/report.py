@@ -22,6 +22,7 @@ import math
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -137,14 +138,14 @@ def plot_name(set_name, level) -> str:
     return safe_name(f"rd-{set_name}-level{level}") + ".png"
 
 
-def render_report(results: dict, references: list[dict]) -> dict[str, bytes]:
-    """Every report file as ``{file name: bytes}``: one PNG per (set, level), ``bd_rate.md``,
-    ``bd_rate.json``.
+def render_report(results: dict, references: list[dict]) -> dict[str, bytes | list[dict[str, Any]]]:
+    """Every report file as ``{file name: bytes}``: one PNG per (set, level), ``bd_rate.md``;
+    ``bd_rate.json`` as its JSON table (a list), written by the caller.
 
     Raises:
         UserError: two (set, level) pairs whose plot names would coincide.
     """
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | list[dict[str, Any]]] = {}
     sections, table = [], []
     for (set_name, level), ours in sorted(results.items(), key=lambda kv: tuple(map(str, kv[0]))):
         refs = [ref[(set_name, level)] for ref in references if (set_name, level) in ref]
@@ -245,4 +246,4 @@ main = guarded_main("jicd report", build_parser, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(None))  # guarded_main's type has no default for argv

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from jicd.command_line import OneLineParser, UserError, guarded_main
 from jicd.files import check_not_input, protect_inputs, sha256_file, torch_save_atomic
@@ -53,7 +54,8 @@ def _import(source: Path, output: Path, args) -> int:
         "sha256": sha256_file(source),
     }
     if cfg is None:  # cheng2020-anchor: the comparator's plain state dict
-        model.update(force=True)
+        anchor: Any = model  # CompressAI's Cheng2020Anchor (untyped): update() fills its CDFs
+        anchor.update(force=True)
         torch_save_atomic(model.state_dict(), output)
     else:
         extra: dict = {"imported_from": provenance}
@@ -70,4 +72,4 @@ main = guarded_main("jicd import-checkpoint", build_parser, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(None))  # guarded_main's type has no default for argv

@@ -157,7 +157,9 @@ class JointDenoisingCodec(Cheng2020Anchor):
             head) when those branches run.
         """
         use_aug = augmented is not None and self.proj is not None
-        views = [noisy] + ([clean] if clean is not None else []) + ([augmented] if use_aug else [])
+        views = [noisy] + ([clean] if clean is not None else [])
+        if use_aug and augmented is not None:  # use_aug implies it; the check narrows the type
+            views.append(augmented)
         features = _shared(self.ga0, views)  # one pass over all views: same weights, fewer launches
         t0 = features[0]
         y0 = self.d0(t0)

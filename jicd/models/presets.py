@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jicd.errors import UserError
 from jicd.models.joint_codec import JointDenoisingCodec
@@ -168,7 +169,7 @@ def build_model_from_config(cfg: ModelConfig) -> JointDenoisingCodec:
 
 
 def build_model(
-    preset: str = "jicd", quality: int = 3, channels: int | None = None, **flags: bool | int | str
+    preset: str = "jicd", quality: int = 3, channels: int | None = None, **flags: Any
 ) -> JointDenoisingCodec:
     """Shortcut: ``build_model_from_config(ModelConfig(preset, quality, channels, **flags))``.
 

@@ -257,7 +257,8 @@ def load_weights_for_finetuning(
                 f"{where}: a {layout.title} checkpoint needs model.preset={layout.preset}, "
                 f"got {model_cfg.preset!r}"
             )
-        drop = keep = ()
+        drop: tuple[str, ...] = ()
+        keep: tuple[str, ...] = ()
         if fmt == "jicdcls" and model_cfg.head != "authors":
             drop, keep = ("projection_head.",), ("proj.",)
             log.info("%s: projection_head dropped (model.head=%s)", where, model_cfg.head)

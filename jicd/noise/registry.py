@@ -155,15 +155,24 @@ register(
     lambda clean, generator, cfg: unprocess_noise(clean, generator, mosaic=cfg.mosaic),
     per_image(lambda image, gen: unprocess_noise(image, gen)),
 )
-for _name in TEST_CAMERA_SHOT:
-    register(
-        _name,
-        lambda clean, generator, cfg, name=_name: unprocess_noise(
+
+
+def _camera_noise(name: str) -> tuple[Train, Evaluate]:
+    """Training and evaluation noise of the fixed test camera ``name``."""
+
+    def train(clean: Tensor, generator: torch.Generator | None, cfg: NoiseConfig) -> Tensor:
+        return unprocess_noise(
             clean, generator, mosaic=cfg.mosaic, camera=evaluation_camera(name, clean.shape[0])
-        ),
-        per_image(lambda image, gen, name=_name: unprocess_noise(image, gen, camera=(
-            evaluation_camera(name, 1)))),
-    )  # fmt: skip
+        )
+
+    def one_image(image: Tensor, gen: torch.Generator) -> Tensor:
+        return unprocess_noise(image, gen, camera=evaluation_camera(name, 1))
+
+    return train, per_image(one_image)
+
+
+for _name in TEST_CAMERA_SHOT:
+    register(_name, *_camera_noise(_name))
 register("none", lambda clean, _generator, _cfg: clean, lambda clean, _seed: clean)
 register("paired", lambda clean, _generator, _cfg: clean, None)  # the batch's noisy image
 EVALUATION_CHOICES = [name for name, t in NOISE_TYPES.items() if t.evaluate is not None]

@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -110,7 +111,10 @@ def check_nt_xent_nccl(ctx: Context) -> str:
     )
 
 
-def probe_dtypes(kind: str, device: torch.device) -> dict[str, torch.dtype]:
+EngineKind = Literal["deepspeed", "ddp"]
+
+
+def probe_dtypes(kind: EngineKind, device: torch.device) -> dict[str, torch.dtype]:
     from jicd.models import build_model
     from trainer.engine import EngineConfig, autocast_context, build_engine
     from trainer.optim import OptimConfig, build_optimizer
@@ -121,8 +125,9 @@ def probe_dtypes(kind: str, device: torch.device) -> dict[str, torch.dtype]:
     conv.register_forward_hook(lambda _m, _i, out: seen.setdefault("conv", out.dtype) and None)
     cfg = EngineConfig(kind=kind, precision="bf16-autocast")
     engine = build_engine(model, build_optimizer(model, OptimConfig()), cfg, 1.0, 2)
-    quantize = engine.module.gaussian_conditional.quantize
-    engine.module.gaussian_conditional.quantize = lambda *a, **k: _seen(seen, quantize(*a, **k))
+    conditional: Any = engine.module.gaussian_conditional  # CompressAI's GaussianConditional
+    quantize = conditional.quantize
+    conditional.quantize = lambda *a, **k: _seen(seen, quantize(*a, **k))
     x = torch.rand(2, 3, 64, 64, device=device)
     with autocast_context(cfg, device):
         out = engine.forward(x, x, x)
@@ -138,7 +143,8 @@ def _seen(seen: dict, value: torch.Tensor) -> torch.Tensor:
 def check_bf16(ctx: Context) -> str:
     """bf16-autocast really runs g_a in bf16 on CUDA (both engines); entropy models stay fp32."""
     info = group(ctx)
-    for kind in ("ddp", "deepspeed"):
+    kinds: tuple[EngineKind, ...] = ("ddp", "deepspeed")
+    for kind in kinds:
         seen = probe_dtypes(kind, info.device)
         expected = {"conv": torch.bfloat16, "quantize": torch.float32, "likelihoods": torch.float32}
         assert seen == expected, f"{kind}: {seen}"

@@ -33,6 +33,7 @@ def nt_xent_worker(out: Path) -> None:
         weight = weight0.clone().requires_grad_()
         loss = nt_xent((noisy[rows] @ weight.T).to(dtype), (aug[rows] @ weight.T).to(dtype), 0.1)
         loss.backward()
+        assert weight.grad is not None  # weight is a leaf that requires grad
         grad = weight.grad.clone()
         dist.all_reduce(grad)
         mean_loss = loss.detach().clone()
@@ -41,6 +42,7 @@ def nt_xent_worker(out: Path) -> None:
         pairs = torch.cat([(noisy @ ref_w.T).to(dtype), (aug @ ref_w.T).to(dtype)], 1).float()
         ref = nt_xent_of_rows(F.normalize(pairs.view(total, 2, -1), dim=2), 0, total, 0.1)
         ref.backward()
+        assert ref_w.grad is not None
         report[str(dtype)] = {
             "loss": float((mean_loss / info.world_size - ref).abs()),
             "grad": float((grad / info.world_size - ref_w.grad).abs().max()),

@@ -95,7 +95,8 @@ def check_ddp_resume_adam_step(ctx: Context) -> str:
             )
         )
     out = engines[0].forward(*(torch.rand(1, 3, 64, 64, device=info.device),) * 3)
-    engines[0].step(out["x_hat"].mean())
+    keep = torch.zeros((), device=info.device)  # skip flag 0: the update is applied
+    engines[0].step(out["x_hat"].mean(), keep)
     engines[0].save(ctx.folder("ddp_ckpt"), "t")
     engines[1].load(ctx.folder("ddp_ckpt"), "t")
     steps = [s["step"] for s in engines[1].optimizer.state.values() if "step" in s]
@@ -122,6 +123,7 @@ def check_multinode_usr1(ctx: Context) -> str:
          "logging.tensorboard=false"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stderr is not None  # stderr=PIPE
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 180
     while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):

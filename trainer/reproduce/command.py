@@ -89,12 +89,10 @@ def write_tables(plan: Plan, paths: StudyPaths, sets: list[str]) -> list[Path]:
     }
     for table in plan.tables:
         markdown, payload = builders[table]()
-        for suffix, write, content in (
-            (".md", write_text_atomic, markdown),
-            (".json", write_json_atomic, payload),
-        ):
-            written.append(paths.tables / f"{table}{suffix}")
-            write(written[-1], content)
+        written.append(paths.tables / f"{table}.md")
+        write_text_atomic(written[-1], markdown)
+        written.append(paths.tables / f"{table}.json")
+        write_json_atomic(written[-1], payload)
     summary = "\n".join((paths.tables / f"{t}.md").read_text() for t in plan.tables)
     write_text_atomic(paths.tables / "README.md", summary)
     return written

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from jicd.errors import UserError
 from jicd.evaluation.curves import Curve, bd_rate
@@ -51,8 +52,9 @@ def curve(
     results: Path, label: str, names: list[str], set_name: str, level: int, metric: str = "psnr"
 ) -> Curve | None:
     """A curve from one-point evaluations (one per quality); None when any is missing."""
-    points = [read_point(results, n, set_name, level) for n in names]
-    if any(p is None for p in points):
+    found = [read_point(results, n, set_name, level) for n in names]
+    points = [p for p in found if p is not None]
+    if len(points) < len(found):
         return None
     if metric == "ms-ssim":
         ms = [p.get("ms-ssim-rgb") for p in points]
@@ -171,12 +173,13 @@ def table2(plan: Plan, results: Path, sets: list[str]) -> tuple[str, dict]:
         for preset in ("baseline", "jicd"):
             for quality in (2, 4):
                 name = variant_name(preset, quality, seed)
-                cells, row = [], {"set": set_name, "model": f"{preset}-q{quality}"}
+                cells: list[str] = []
+                row: dict[str, Any] = {"set": set_name, "model": f"{preset}-q{quality}"}
                 for coder in ("serial", "wavefront"):
                     for level in (3, 4):
                         point = read_point(results, f"timing-{coder}-{name}", set_name, level)
-                        enc = point and point.get("encoding_time")
-                        dec = point and point.get("decoding_time")
+                        enc = point.get("encoding_time") if point else None
+                        dec = point.get("decoding_time") if point else None
                         row[f"{coder}_level{level}"] = [enc, dec]
                         cells.append(f"{_fmt(enc)}/{_fmt(dec)}")
                 row["params_1e4"] = parameters_1e4(preset, quality, plan.scale.channels)
@@ -216,7 +219,7 @@ def table4(plan: Plan, results: Path, sets: list[str]) -> tuple[str, dict]:
             marks = ["✓" if f else "" for f in flags]
             lines.append(
                 f"| {row} | {' | '.join(marks)} | {run.name} | {_fmt(psnr, 3)} | "
-                f"{_fmt(point and point['bpp'], 4)} | {_fmt(pub.get('psnr'), 3)} | "
+                f"{_fmt(point['bpp'] if point else None, 4)} | {_fmt(pub.get('psnr'), 3)} | "
                 f"{_fmt(pub.get('bpp'), 4)} |"
             )
             payload["rows"].append(
