@@ -42,6 +42,7 @@ from trainer.config import load_config, resolve_config  # noqa: E402
 from trainer.losses import JointLoss  # noqa: E402
 from trainer.perf import matmul_rate, training_step_flops  # noqa: E402
 from trainer.step import build_train_step  # noqa: E402
+from trainer.testing import synthetic_batch  # noqa: E402
 
 PATHS = {
     "deepspeed": ["engine.kind=deepspeed", "engine.zero_stage=1"],
@@ -86,8 +87,7 @@ def run_row(device: torch.device, channels: int, batch: int, patch: int, path: s
     assert cfg.loss.lmbda is not None  # resolve_config sets the quality's λ_d when unset
     flops = training_step_flops(model, JointLoss(cfg.loss, cfg.loss.lmbda), batch, patch)
     step = build_train_step(model, cfg, device, rank=0)
-    clean = torch.rand(batch, 3, patch, patch, device=device)
-    data = {"clean": clean, "augmented": clean.flip(-1)}
+    data = synthetic_batch(batch, patch, device)
     stop = torch.zeros(1, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -123,6 +123,7 @@ def dp_worker(args: argparse.Namespace) -> None:
     from jicd import distributed as D
     from trainer.config import load_config, resolve_config
     from trainer.loop import Trainer
+    from trainer.testing import synthetic_batch
 
     torch.set_num_threads(1)
     shards, out = args.worker.split(",")
@@ -135,8 +136,7 @@ def dp_worker(args: argparse.Namespace) -> None:
     try:
         cfg = load_config(REPO / "configs" / "smoke.yaml", overrides)
         trainer = Trainer(resolve_config(cfg, info.world_size), info)
-        batch = make_batch(args.batch, args.patch, str(trainer.device))
-        batch = {"clean": batch["clean"], "augmented": batch["augmented"]}
+        batch = synthetic_batch(args.batch, args.patch, trainer.device)
         for step in range(2):  # warm-up
             trainer.train_step(batch, step, trainer.stop.on_device())
         D.barrier()

@@ -31,7 +31,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from data_pipeline.contract import LoaderPlace, check_loader_state
+from data_pipeline.contract import LoaderPlace, TrainBatch, check_loader_state
 from data_pipeline.data_config import AugmentConfig, DataConfig
 from data_pipeline.manifest import (
     STORED_EXTENSIONS,
@@ -259,7 +259,7 @@ class DaliTrainLoader:
     def __iter__(self) -> DaliTrainLoader:
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> TrainBatch:
         if self._pending:  # the caller did not exclude what was reported: do it locally
             self.exclude([bad.key for bad in self._pending])
         try:
@@ -269,12 +269,15 @@ class DaliTrainLoader:
         self.batch += 1
         # the iterator just handed out a batch: neither a failed one nor closed
         self._checkpoint = bytes(cast(DALIGenericIterator, self._iterator).checkpoints()[0])
-        batch: dict[str, Any] = {
-            name: out[name].to(self.device, non_blocking=True)
-            for name in ("clean", "augmented", "noisy")
-            if name in out
+        batch: TrainBatch = {
+            "clean": out["clean"].to(self.device, non_blocking=True),
+            "augmented": out["augmented"].to(self.device, non_blocking=True),
+            "keys": _keys_from_sources(out["source"]),
+            "bad_samples": [],
         }
-        return {**batch, "keys": _keys_from_sources(out["source"]), "bad_samples": []}
+        if "noisy" in out:
+            batch["noisy"] = out["noisy"].to(self.device, non_blocking=True)
+        return batch
 
     def _next_output(self) -> dict[str, torch.Tensor]:
         assert self._iterator is not None  # a closed loader is not read again
@@ -288,7 +291,7 @@ class DaliTrainLoader:
                 self._iterator = self._build(checkpoint=None)
             return next(self._iterator)[0]
 
-    def _failed(self, exc: RuntimeError) -> dict[str, Any]:
+    def _failed(self, exc: RuntimeError) -> TrainBatch:
         """A placeholder batch reporting the sample(s) DALI could not decode."""
         message = str(exc).split("encountered:", 1)[-1].strip().splitlines()[0]
         named = parse_dali_error(str(exc))
@@ -305,8 +308,15 @@ class DaliTrainLoader:
             (self.cfg.batch_size_per_gpu, 3, self.cfg.patch_size, self.cfg.patch_size),
             device=self.device,
         )
-        batch = {"clean": empty, "augmented": empty, "keys": [], "bad_samples": self._pending}
-        return {**batch, "noisy": empty} if self.source.paired else batch
+        batch: TrainBatch = {
+            "clean": empty,
+            "augmented": empty,
+            "keys": [],
+            "bad_samples": self._pending,
+        }
+        if self.source.paired:
+            batch["noisy"] = empty
+        return batch
 
     def _scan_for_undecodable(self, exc: RuntimeError, message: str) -> list[BadSample]:
         """DALI's error does not always name the sample (a damaged PNG header gives only

@@ -15,6 +15,7 @@ import torch
 from compressai.models import Cheng2020Anchor
 from PIL import Image
 
+from data_pipeline.contract import TrainBatch
 from data_pipeline.shards import ShardConfig, prepare_shards
 from jicd.models import ModelConfig, build_model_from_config
 from jicd.models.weights import save_export
@@ -103,6 +104,15 @@ def make_shards(
     )  # fmt: skip
     prepare_shards(src, out, cfg)
     return out
+
+
+def synthetic_batch(batch: int, patch: int, device: torch.device | str = "cpu") -> TrainBatch:
+    """A seeded :class:`~data_pipeline.contract.TrainBatch` of uniform noise images (timing
+    the step without a loader): ``clean``, its flip as ``augmented``, keys ``0 … B-1``."""
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, 3, patch, patch, generator=generator).to(device)
+    keys = [str(i) for i in range(batch)]
+    return {"clean": clean, "augmented": clean.flip(-1), "keys": keys, "bad_samples": []}
 
 
 def make_export(path: Path, quality: int = 1, seed: int = 0) -> Path:

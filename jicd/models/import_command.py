@@ -72,4 +72,4 @@ main = guarded_main("jicd import-checkpoint", build_parser, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main(None))  # guarded_main's type has no default for argv
+    sys.exit(main())

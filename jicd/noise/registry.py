@@ -28,8 +28,9 @@ A new noise is one :func:`register` call with its two functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -198,13 +199,14 @@ def noisy_at(clean: Tensor, level: str | int, seed: int = 0) -> Tensor:
 
 
 def training_noise(
-    cfg: NoiseConfig, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    cfg: NoiseConfig, batch: Mapping[str, Any], generator: torch.Generator | None = None
 ) -> Tensor:
     """The noisy input of one training batch, per ``cfg.kind``.
 
     Args:
         cfg: the ``noise`` section.
-        batch: the loader's batch: ``clean (B, 3, P, P)`` and, for ``paired``, ``noisy``.
+        batch: the loader's batch (``data_pipeline.contract.TrainBatch``): ``clean (B, 3, P, P)``
+            and, for ``paired``, ``noisy``.
         generator: the trainer's noise generator (on the training device).
 
     Returns:
