@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast gpu-check lint format install clean wheelhouse install-offline fuzz
+.PHONY: demo test test-fast gpu-check lint format install clean wheelhouse install-offline fuzz stress
 
 demo: $(STAMP)  ## small CPU demo: shards from bundled photos -> 2-rank training -> real-bitstream eval
 	bash launch/demo.sh
@@ -23,6 +23,10 @@ test-fast: $(STAMP)  ## unit tests only (no multi-process, no integration runs)
 
 fuzz: $(STAMP)  ## the large fuzz budget: 10,000 hostile inputs to the file-reading commands
 	$(PY) -m pytest -q -s -m fuzz tests/test_fuzz.py
+
+stress: $(STAMP)  ## the once-random failures, repeated: 50 runs of the teardown tests, 50 port-race rounds
+	PYTHON=$(PY) bash tests/stress/repeat.sh 50 stress.log
+	$(PY) tests/stress/port_race.py 50
 
 gpu-check: $(STAMP)  ## GPU acceptance table (PASS/FAIL/SKIP); on a CPU machine the GPU lines SKIP
 	bash launch/gpu_check.sh
