@@ -82,11 +82,8 @@ class ValLoader:
             self.bad_samples += raw["bad_samples"]
             if not raw["keys"]:
                 continue  # every sample of this batch was undecodable
-            batch: ValBatch = {
-                "clean": to_device_float(raw["clean"], self.device),
-                "keys": raw["keys"],
-                "index": raw["index"],
-            }
+            clean = to_device_float(raw["clean"], self.device)
+            batch = ValBatch(clean=clean, keys=raw["keys"], index=raw["index"])
             if "noisy" in raw:
                 batch["noisy"] = to_device_float(raw["noisy"], self.device)
             yield batch

@@ -39,6 +39,7 @@ class Coder(Protocol):
         model: CompressionModel,
         strings: list,
         shape: Any,
+        *,
         checks: list[int] | None = None,
         entropy: str | None = None,
     ) -> dict[str, Any]:
@@ -69,19 +70,16 @@ class SerialCoder:
 
     @torch.inference_mode()
     def decompress(
-        self,
-        model: CompressionModel,
-        strings: list,
-        shape: Any,
-        checks: list[int] | None = None,
-        entropy: str | None = None,
+        self, model: CompressionModel, strings: list, shape: Any, **options: object
     ) -> dict[str, Any]:
         """Decode with the model's own autoregressive loop → ``{"x_hat": ...}``.
 
-        CompressAI's loop exposes no indices to verify, so serial files carry no ``checks``
-        (ignored), and it has no integer path.
+        ``options`` (``checks``, ``entropy``) are those of :class:`Coder`: CompressAI's loop
+        exposes no indices to verify, so serial files carry no ``checks``, and it has no
+        integer path.
         """
-        _refuse_integer(entropy)
+        entropy = options.get("entropy")
+        _refuse_integer(entropy if isinstance(entropy, str) else None)
         refuse_off_cpu(model, self.name)
         return model.decompress(strings, shape)
 
