@@ -93,7 +93,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where each rank trains. ``auto``: ``$JICD_DEVICE`` when set, else ``cuda:<local rank>``
     when the node has a GPU for every local rank, else the CPU (gloo) for all of them; ``cuda``
-    refuses to start with fewer GPUs than local ranks (``jicd.distributed.choose_device``)."""
+    refuses to start with fewer GPUs than local ranks (``jicd.devices.choose_device``)."""
     deterministic: bool = False
     """Deterministic GPU kernels: ``torch.use_deterministic_algorithms``, cuDNN benchmark off,
     TF32 off, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``; bitwise-repeatable resumes on one GPU type

@@ -12,49 +12,50 @@ from pathlib import Path
 import pytest
 import torch
 
+from jicd import devices as DV
 from jicd import distributed as D
 from jicd.errors import UserError
 from trainer.config import load_config
 
 
 def devices(requested: str, ranks: int, gpus: int) -> list[str]:
-    return [str(D.choose_device(requested, r, ranks, gpus)) for r in range(ranks)]
+    return [str(DV.choose_device(requested, r, ranks, gpus)) for r in range(ranks)]
 
 
 def test_three_ranks_one_gpu_auto_runs_every_rank_on_the_cpu() -> None:
     # The old rule (CUDA available -> cuda:LOCAL_RANK) sent ranks 1 and 2 to missing GPUs.
     assert devices("auto", 3, 1) == ["cpu", "cpu", "cpu"]
-    assert {D.backend_for(D.choose_device("auto", r, 3, 1)) for r in range(3)} == {"gloo"}
+    assert {DV.backend_for(DV.choose_device("auto", r, 3, 1)) for r in range(3)} == {"gloo"}
 
 
 def test_three_ranks_one_gpu_cuda_is_refused_on_every_rank() -> None:
     for rank in range(3):
         with pytest.raises(UserError, match="3 process\\(es\\) and torch sees 1 GPU"):
-            D.choose_device("cuda", rank, 3, 1)
+            DV.choose_device("cuda", rank, 3, 1)
 
 
 def test_enough_gpus_map_local_ranks_one_to_one() -> None:
     assert devices("auto", 3, 4) == ["cuda:0", "cuda:1", "cuda:2"]
     assert devices("cuda", 2, 2) == ["cuda:0", "cuda:1"]
-    assert D.backend_for(D.choose_device("cuda", 1, 2, 2)) == "nccl"
+    assert DV.backend_for(DV.choose_device("cuda", 1, 2, 2)) == "nccl"
 
 
 def test_cpu_request_ignores_gpus_and_no_gpu_means_cpu() -> None:
     assert devices("cpu", 3, 8) == ["cpu"] * 3
     assert devices("auto", 2, 0) == ["cpu"] * 2
     with pytest.raises(UserError, match="choose one of auto, cpu, cuda"):
-        D.choose_device("gpu", 0, 1, 1)
+        DV.choose_device("gpu", 0, 1, 1)
 
 
 def test_env_applies_only_when_the_config_says_auto(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(D.DEVICE_ENV, "cpu")
-    assert D.requested_device("auto") == "cpu"
-    assert D.requested_device("cuda") == "cuda"
-    monkeypatch.setenv(D.DEVICE_ENV, "tpu")
+    monkeypatch.setenv(DV.DEVICE_ENV, "cpu")
+    assert DV.requested_device("auto") == "cpu"
+    assert DV.requested_device("cuda") == "cuda"
+    monkeypatch.setenv(DV.DEVICE_ENV, "tpu")
     with pytest.raises(UserError, match="JICD_DEVICE='tpu'"):
-        D.requested_device("auto")
-    monkeypatch.delenv(D.DEVICE_ENV)
-    assert D.requested_device("auto") == "auto"
+        DV.requested_device("auto")
+    monkeypatch.delenv(DV.DEVICE_ENV)
+    assert DV.requested_device("auto") == "auto"
 
 
 def test_train_device_is_a_strict_config_key() -> None:
@@ -76,13 +77,13 @@ def test_gpu_listed_by_nvidia_smi_but_unusable_is_reported(
     fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{tmp_path}:{Path('/usr/bin')}:{Path('/bin')}")
-    message = D.unusable_gpu_message()
+    message = DV.unusable_gpu_message()
     assert message is not None and "nvidia-smi lists 1 GPU(s)" in message
     assert f"CUDA {torch.version.cuda}" in message
     with pytest.raises(UserError, match="nvidia-smi lists 1 GPU"):
-        D.choose_device("cuda", 0, 1, 0)
+        DV.choose_device("cuda", 0, 1, 0)
     fake.unlink()
-    assert D.unusable_gpu_message() is None  # no driver tool: a CPU node, nothing to report
+    assert DV.unusable_gpu_message() is None  # no driver tool: a CPU node, nothing to report
 
 
 def test_cuda_request_without_gpus_fails_before_any_group_starts(
@@ -94,7 +95,7 @@ def test_cuda_request_without_gpus_fails_before_any_group_starts(
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(UserError, match="device=cuda"):
         D.init_distributed(timeout_s=10, device="cuda")
-    monkeypatch.setenv(D.DEVICE_ENV, "cpu")
+    monkeypatch.setenv(DV.DEVICE_ENV, "cpu")
     info = D.init_distributed(timeout_s=30)
     try:
         assert (info.device.type, info.backend) == ("cpu", "gloo")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from jicd import devices
 from jicd import distributed as D
 from jicd.models import build_model
 from trainer.engine import EngineConfig, autocast_context, build_engine
@@ -28,7 +29,7 @@ def one_rank_group():
     with pytest.MonkeyPatch.context() as patch:
         for var in D.TORCHRUN_VARS:
             patch.delenv(var, raising=False)
-        patch.setenv(D.DEVICE_ENV, "cpu")
+        patch.setenv(devices.DEVICE_ENV, "cpu")
         info = D.init_distributed(timeout_s=60)
         yield info
         D.cleanup()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from jicd import distributed as D
+from jicd import devices
 from trainer.gpu_check import device_lines as dev
 from trainer.gpu_check import train_lines as tr
 from trainer.gpu_check.context import (
@@ -44,7 +44,7 @@ from trainer.testing import make_export
 def check_environment(ctx: Context) -> str:
     """Versions of everything the GPU paths depend on (DALI's absence is reported, not failed)."""
     parts = [f"torch {torch.__version__} (CUDA {torch.version.cuda})"]
-    smi = D.nvidia_smi_gpus()
+    smi = devices.nvidia_smi_gpus()
     if smi:
         query = run(["nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader"], 30)
         parts.append(f"driver/GPU {last_line(query.stdout)}")
@@ -63,7 +63,7 @@ def check_environment(ctx: Context) -> str:
 
 def check_gpu_visible(ctx: Context) -> str:
     """torch sees the GPUs that the driver lists (else: say why, the start-up message)."""
-    message = D.unusable_gpu_message()
+    message = devices.unusable_gpu_message()
     if message is not None:
         raise AssertionError(message)
     if ctx.gpus == 0:
