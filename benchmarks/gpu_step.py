@@ -84,8 +84,8 @@ def run_row(device: torch.device, channels: int, batch: int, patch: int, path: s
     torch._dynamo.reset()  # a new model per row: no stale graphs, no recompile limit reached
     torch.manual_seed(0)
     model = build_model("jicd", 3, channels=channels).to(device).train()
-    assert cfg.loss.lmbda is not None  # resolve_config sets the quality's λ_d when unset
-    flops = training_step_flops(model, JointLoss(cfg.loss, cfg.loss.lmbda), batch, patch)
+    criterion = JointLoss(cfg.loss, cfg.loss.resolved_lmbda())
+    flops = training_step_flops(model, criterion, batch, patch)
     step = build_train_step(model, cfg, device, rank=0)
     data = synthetic_batch(batch, patch, device)
     stop = torch.zeros(1, device=device)

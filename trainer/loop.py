@@ -72,8 +72,7 @@ class Trainer:
         self.cfg, self.info, self.device = cfg, info, info.device
         # cfg is resolved (trainer.config.resolve_config): every derived value is filled in.
         self.run_dir = Path(cfg.train.run_dir)
-        assert cfg.loss.lmbda is not None, "resolve_config fills loss.lmbda"
-        self.lmbda: float = cfg.loss.lmbda
+        self.lmbda = cfg.loss.resolved_lmbda()
         D.seed_all(cfg.train.seed + info.rank)
         model = self._build_model()
         self.flops_per_step = self._count_flops(model, JointLoss(cfg.loss, self.lmbda))

@@ -48,6 +48,12 @@ class LossConfig:
     ``model.head=paper``, false for ``authors`` (their code uses raw dot products; it also
     weighs the term with 0.5: pass ``loss.lambda_c=0.5``)."""
 
+    def resolved_lmbda(self) -> float:
+        """λ_d of a resolved config (``trainer.config.resolve_config`` fills ``lmbda`` in)."""
+        if self.lmbda is None:
+            raise ValueError("loss.lmbda is unset: resolve the config first (resolve_config)")
+        return self.lmbda
+
     def __post_init__(self) -> None:
         if self.lmbda is not None and self.lmbda <= 0:
             raise UserError(f"loss.lmbda must be > 0, got {self.lmbda}")

@@ -132,9 +132,8 @@ def build_train_step(
     this rank's noise generator. Used by the trainer and by ``benchmarks/gpu_step.py``.
 
     Args:
-        cfg: a resolved :class:`trainer.config.Config` (``loss.lmbda`` filled in).
+        cfg: a resolved :class:`trainer.config.Config` (derived values filled in).
     """
-    assert cfg.loss.lmbda is not None, "resolve_config fills loss.lmbda"
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     accelerate(model, cfg.engine, device)
@@ -145,7 +144,8 @@ def build_train_step(
     guard = StepGuard(train.loss_cap, train.loss_cap_from, train.max_skipped_in_a_row, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(train.seed * 1_000_003 + rank)
+    criterion = JointLoss(cfg.loss, cfg.loss.resolved_lmbda())
     return TrainStep(
-        engine, JointLoss(cfg.loss, cfg.loss.lmbda), scheduler, guard, cfg.noise, generator,
+        engine, criterion, scheduler, guard, cfg.noise, generator,
         train.aux_loss_scale, autocast_context(cfg.engine, device), train.inject_nan_at_step,
     )  # fmt: skip

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import cast
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.errors import UserError
+
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 LATENT_LIMIT = 2.0**20
 """Largest magnitude a coded value may have: far beyond any trained model's latents (|y| < 10^3),
@@ -44,7 +47,7 @@ def check_codable(name: str, values: Tensor) -> None:
 
 
 @contextlib.contextmanager
-def checked_entropy_inputs(model: nn.Module) -> Iterator[None]:
+def checked_entropy_inputs(model: CompressionModel) -> Iterator[None]:
     """While active, CompressAI's ``model.compress`` refuses non-finite ``y``, ``z``, hyper-prior
     and Gaussian parameters (forward hooks on ``h_a``, ``h_s`` and ``entropy_parameters``)."""
 
@@ -54,16 +57,11 @@ def checked_entropy_inputs(model: nn.Module) -> Iterator[None]:
     def check_output(name: str):
         return lambda module, args, output: check_codable(name, output)
 
-    # CompressAI models' submodules (nn.Module's __getattr__ types them Tensor | Module).
     handles = [
-        cast(nn.Module, model.h_a).register_forward_pre_hook(check_input("the latent y")),
-        cast(nn.Module, model.h_a).register_forward_hook(check_output("the hyper-latent z")),
-        cast(nn.Module, model.h_s).register_forward_hook(
-            check_output("the hyper-prior parameters")
-        ),
-        cast(nn.Module, model.entropy_parameters).register_forward_hook(
-            check_output("the Gaussian parameters")
-        ),
+        model.h_a.register_forward_pre_hook(check_input("the latent y")),
+        model.h_a.register_forward_hook(check_output("the hyper-latent z")),
+        model.h_s.register_forward_hook(check_output("the hyper-prior parameters")),
+        model.entropy_parameters.register_forward_hook(check_output("the Gaussian parameters")),
     ]
     try:
         yield

@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from jicd.codec.format import CodedImage
 from jicd.codec.images import BLOCK
 from jicd.errors import UserError
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected classes
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 MAX_PIXELS = {"wavefront": 2**25, "serial": 2**22}
 """Default largest image (pixels) each coder encodes and decodes."""
@@ -112,13 +111,11 @@ def check_geometry(coded: CodedImage, limit: int) -> None:
     check_pixels(height, width, limit, "the .jicd file's image")
 
 
-def symbol_counts(coded: CodedImage, model: nn.Module) -> tuple[int, int]:
+def symbol_counts(coded: CodedImage, model: CompressionModel) -> tuple[int, int]:
     """Symbols in the y and z streams: ``M·4h·4w`` and ``N·h·w`` for latent shape ``(h, w)``."""
     h, w = coded.latent_shape
-    # CompressAI's MaskedConv2d (nn.Module's __getattr__ types submodules Tensor | Module).
-    y_channels = cast(nn.Conv2d, model.context_prediction).in_channels
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
-    z_channels: int = bottleneck.channels
+    y_channels = model.context_prediction.in_channels
+    z_channels = model.entropy_bottleneck.channels
     return y_channels * HYPER_SCALE**2 * h * w, z_channels * h * w
 
 
@@ -134,12 +131,11 @@ def _min_bits(frequency: torch.Tensor) -> torch.Tensor:
     return _PRECISION - torch.log2(frequency.double())
 
 
-def minimum_stream_bytes(coded: CodedImage, model: nn.Module) -> tuple[int, int]:
+def minimum_stream_bytes(coded: CodedImage, model: CompressionModel) -> tuple[int, int]:
     """The fewest bytes the y and z streams of ``coded`` can have with ``model``'s tables."""
     y_symbols, _ = symbol_counts(coded, model)
     h, w = coded.latent_shape
-    gaussian: GaussianConditional = model.gaussian_conditional
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
+    gaussian, bottleneck = model.gaussian_conditional, model.entropy_bottleneck
     y_bits = float(_min_bits(_max_frequency(gaussian.quantized_cdf, gaussian.cdf_length)).min())
     z_rows = _max_frequency(bottleneck.quantized_cdf, bottleneck._cdf_length)
     z_bits = float(_min_bits(z_rows).sum()) * h * w  # one table per channel
@@ -149,7 +145,7 @@ def minimum_stream_bytes(coded: CodedImage, model: nn.Module) -> tuple[int, int]
     )
 
 
-def check_streams(coded: CodedImage, model: nn.Module) -> None:
+def check_streams(coded: CodedImage, model: CompressionModel) -> None:
     """Refuse streams too short for the claimed latent (see the module docstring).
 
     Raises:
@@ -165,7 +161,7 @@ def check_streams(coded: CodedImage, model: nn.Module) -> None:
             )
 
 
-def padded_streams(coded: CodedImage, model: nn.Module) -> list[bytes]:
+def padded_streams(coded: CodedImage, model: CompressionModel) -> list[bytes]:
     """``coded.streams`` each followed by the zero bytes the rANS decoder may read past it."""
     counts = symbol_counts(coded, model)
     return [

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from jicd.errors import UserError
+
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import MaskedConv2d
+    from compressai.models import CompressionModel
 
 # Everything whose output reaches the rANS coder (the z stream, the CDF indices, the means).
 ENTROPY_MODULES = (
@@ -42,7 +47,13 @@ HYPER_SCALE = 4
 class EntropySide(nn.Module):
     """CPU copies of a model's :data:`ENTROPY_MODULES` (the part that must match the decoder)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    entropy_bottleneck: EntropyBottleneck
+    gaussian_conditional: GaussianConditional
+    h_s: nn.Module
+    context_prediction: MaskedConv2d
+    entropy_parameters: nn.Module
+
+    def __init__(self, model: CompressionModel) -> None:
         super().__init__()
         for name in ENTROPY_MODULES:
             setattr(self, name, copy.deepcopy(getattr(model, name)).to(ENTROPY_DEVICE))
@@ -54,7 +65,7 @@ _COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, EntropySide]] = (
 )
 
 
-def model_device(model: nn.Module) -> torch.device:
+def model_device(model: CompressionModel) -> torch.device:
     """The device of the model's weights, refusing models that cannot code.
 
     Raises:
@@ -70,7 +81,7 @@ def model_device(model: nn.Module) -> torch.device:
     return device
 
 
-def entropy_side(model: nn.Module) -> nn.Module:
+def entropy_side(model: CompressionModel) -> CompressionModel | EntropySide:
     """The modules that compute entropy parameters, on the CPU.
 
     A CPU model is returned as it is; for a model on any other device a CPU copy of its
@@ -93,7 +104,7 @@ def entropy_side(model: nn.Module) -> nn.Module:
     return cached[1]
 
 
-def refuse_off_cpu(model: nn.Module, coder: str) -> None:
+def refuse_off_cpu(model: CompressionModel, coder: str) -> None:
     """For coders that run CompressAI's own loop on the model's device (the serial coder).
 
     Raises:
@@ -109,7 +120,7 @@ def refuse_off_cpu(model: nn.Module, coder: str) -> None:
         )
 
 
-def analysis_transforms(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def analysis_transforms(model: CompressionModel, x: Tensor) -> tuple[Tensor, Tensor]:
     """``y = g_a(x)`` and ``z = h_a(y)`` on the model's device (what both entropy paths code).
 
     Args:
@@ -121,8 +132,8 @@ def analysis_transforms(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     Raises:
         UserError: if the image size is not a multiple of 64, or the model has no weights.
     """
-    y = cast(nn.Module, model.g_a)(x.to(model_device(model)))
-    z = cast(nn.Module, model.h_a)(y)
+    y = model.g_a(x.to(model_device(model)))
+    z = model.h_a(y)
     if tuple(y.shape[-2:]) != tuple(HYPER_SCALE * s for s in z.shape[-2:]):
         raise UserError(f"image size {tuple(x.shape[-2:])} must be a multiple of 64 per side")
     return y, z

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from jicd.errors import UserError
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
-    from compressai.entropy_models import GaussianConditional
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.layers import MaskedConv2d
+    from compressai.models import CompressionModel
 
 # Element-wise activations that may be applied to a (P, C) matrix instead of a (P, C, 1, 1) map.
 _POINTWISE_ACTIVATIONS = (nn.LeakyReLU, nn.ReLU, nn.GELU, nn.Identity)
@@ -94,9 +95,8 @@ class WavefrontNet:
         params: ``(1, 2M, H, W)`` hyper-decoder output ``h_s(z_hat)`` of one image.
     """
 
-    def __init__(self, model: nn.Module, params: Tensor) -> None:
-        # CompressAI's MaskedConv2d (nn.Module's __getattr__ types submodules Tensor | Module).
-        context = cast(nn.Conv2d, model.context_prediction)
+    def __init__(self, model: CompressionModel, params: Tensor) -> None:
+        context = model.context_prediction
         self.taps = causal_taps(context)
         self.channels = context.in_channels
         height, width = params.shape[-2:]
@@ -104,17 +104,16 @@ class WavefrontNet:
         self.schedule = build_schedule(height, width, self.taps, self.pad)
         self.grid_shape = (height + self.pad, width + 2 * self.pad)
         self.ctx_weight, self.ctx_bias = self._context_matrix(context)
-        gaussian: GaussianConditional = model.gaussian_conditional
-        self.gaussian = gaussian
-        self.scale_bounds = gaussian.scale_table[:-1].contiguous()
-        self._init_entropy_head(cast(nn.Module, model.entropy_parameters), params)
+        self.gaussian = model.gaussian_conditional
+        self.scale_bounds = self.gaussian.scale_table[:-1].contiguous()
+        self._init_entropy_head(model.entropy_parameters, params)
 
-    def _context_matrix(self, context: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+    def _context_matrix(self, context: MaskedConv2d) -> tuple[Tensor, Tensor | None]:
         """Masked kernel ``(2M, M, k, k)`` → dense ``(2M, T·M)`` matrix over the causal taps.
 
         Kept ``(out, in)`` like ``nn.Linear``: MKL's small-batch GEMM is faster that way round.
         """
-        weight = context.weight * cast(Tensor, context.mask)  # MaskedConv2d's buffer
+        weight = context.weight * context.mask
         ki = torch.tensor([di + self.pad for di, _ in self.taps])
         kj = torch.tensor([dj + self.pad for _, dj in self.taps])
         taps_weight = weight[:, :, ki, kj]  # (2M, M, T)

@@ -38,11 +38,11 @@ Each image of a batch is coded on its own, so its stream never depends on the ot
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.codec.finite import check_codable
 from jicd.codec.integer import coder as integer_coder
@@ -58,12 +58,12 @@ from jicd.codec.schedule import (
 from jicd.distributed import single_thread
 from jicd.errors import UserError
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
-    from compressai.entropy_models import EntropyBottleneck
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 
 @torch.inference_mode()
-def encode_latent(model: nn.Module, y: Tensor, params: Tensor) -> tuple[bytes, Tensor]:
+def encode_latent(model: CompressionModel, y: Tensor, params: Tensor) -> tuple[bytes, Tensor]:
     """Quantise and rANS-encode the latent of one image, wavefront by wavefront.
 
     Args:
@@ -81,7 +81,9 @@ def encode_latent(model: nn.Module, y: Tensor, params: Tensor) -> tuple[bytes, T
 
 
 @torch.inference_mode()
-def encode_latent_checked(model: nn.Module, y: Tensor, params: Tensor) -> tuple[bytes, Tensor, int]:
+def encode_latent_checked(
+    model: CompressionModel, y: Tensor, params: Tensor
+) -> tuple[bytes, Tensor, int]:
     """:func:`encode_latent`, plus the CRC32 of the CDF indices that the decoder must match."""
     side = entropy_side(model)
     y, params = y.to(ENTROPY_DEVICE), params.to(ENTROPY_DEVICE)
@@ -115,7 +117,7 @@ def encode_latent_checked(model: nn.Module, y: Tensor, params: Tensor) -> tuple[
 
 @torch.inference_mode()
 def decode_latent(
-    model: nn.Module, string: bytes, params: Tensor, check: int | None = None
+    model: CompressionModel, string: bytes, params: Tensor, check: int | None = None
 ) -> Tensor:
     """Decode one image's latent ``(1, M, H, W)`` (on the CPU) from its string and params.
 
@@ -149,7 +151,7 @@ def decode_latent(
     return net.to_latent(grid)
 
 
-def hyper_params(model: nn.Module, z_hat: Tensor) -> Tensor:
+def hyper_params(model: CompressionModel, z_hat: Tensor) -> Tensor:
     """``h_s(z_hat)`` image by image, on the CPU: ``(B, N, h, w)`` → ``(B, 2M, 4h, 4w)``.
 
     One image at a time so that its entropy parameters (hence its stream) never depend on the
@@ -160,11 +162,10 @@ def hyper_params(model: nn.Module, z_hat: Tensor) -> Tensor:
     side = entropy_side(model)
     z_hat = z_hat.to(ENTROPY_DEVICE)
     with single_thread():
-        h_s = cast(nn.Module, side.h_s)  # nn.Module's __getattr__ types it Tensor | Module
-        return torch.cat([h_s(z_hat[i : i + 1]) for i in range(z_hat.shape[0])])
+        return torch.cat([side.h_s(z_hat[i : i + 1]) for i in range(z_hat.shape[0])])
 
 
-def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Size, Tensor]:
+def analyse(model: CompressionModel, x: Tensor) -> tuple[Tensor, list[bytes], torch.Size, Tensor]:
     """Analysis and hyper-prior part of encoding.
 
     ``g_a`` and ``h_a`` run on the model's device; z is quantised and ``h_s`` runs on the CPU.
@@ -183,9 +184,8 @@ def analyse(model: nn.Module, x: Tensor) -> tuple[Tensor, list[bytes], torch.Siz
     y, z = y.to(ENTROPY_DEVICE), z.to(ENTROPY_DEVICE)
     check_codable("the latent y", y)
     check_codable("the hyper-latent z", z)
-    bottleneck: EntropyBottleneck = side.entropy_bottleneck
-    z_strings = bottleneck.compress(z)
-    z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
+    z_strings = side.entropy_bottleneck.compress(z)
+    z_hat = side.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
     params = hyper_params(side, z_hat)
     check_codable("the hyper-prior parameters", params)
     return y, z_strings, z.shape[-2:], params
@@ -203,7 +203,7 @@ class WavefrontCoder:
     name = "wavefront"
 
     @torch.inference_mode()
-    def compress(self, model: nn.Module, x: Tensor, entropy: str | None = None) -> dict:
+    def compress(self, model: CompressionModel, x: Tensor, entropy: str | None = None) -> dict:
         """Encode ``x (B, 3, H, W)`` → ``{"strings": [y_strings, z_strings], "shape": (h, w),
         "checks": [CRC32 of each image's CDF indices], "entropy": "float" | "integer"}``
         (``checks`` and ``entropy`` go into the file header)."""
@@ -224,7 +224,7 @@ class WavefrontCoder:
     @torch.inference_mode()
     def decompress(
         self,
-        model: nn.Module,
+        model: CompressionModel,
         strings: list,
         shape,
         checks: list[int] | None = None,
@@ -240,8 +240,7 @@ class WavefrontCoder:
         if integer_coder.entropy_path(model, entropy) == "integer":
             return integer_coder.decompress(model, strings, shape, checks)
         side = entropy_side(model)
-        bottleneck: EntropyBottleneck = side.entropy_bottleneck
-        z_hat = bottleneck.decompress(strings[1], shape)
+        z_hat = side.entropy_bottleneck.decompress(strings[1], shape)
         params = hyper_params(side, z_hat)
         y_hat = torch.cat(
             [
@@ -249,8 +248,7 @@ class WavefrontCoder:
                 for i, s in enumerate(strings[0])
             ]
         )
-        g_s = cast(nn.Module, model.g_s)  # nn.Module's __getattr__ types it Tensor | Module
-        x_hat = g_s(y_hat.to(model_device(model)))
+        x_hat = model.g_s(y_hat.to(model_device(model)))
         return {"x_hat": x_hat.clamp_(0, 1).to(ENTROPY_DEVICE)}
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.codec.images import BLOCK, center_crop, from_uint8, load_rgb
 from jicd.codec.integer.stages import Stage
@@ -25,8 +25,8 @@ from jicd.errors import UserError
 from jicd.files import find_images
 from jicd.noise import noisy_at_level
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
-    from compressai.entropy_models import EntropyBottleneck
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 MARGIN = 2.0
 DEFAULT_IMAGES = 8
@@ -113,7 +113,7 @@ class RangeRecorder:
 
 @torch.no_grad()
 def collect_ranges(
-    model: nn.Module, hyper: list[Stage], head: list[Stage], images: list[Tensor]
+    model: CompressionModel, hyper: list[Stage], head: list[Stage], images: list[Tensor]
 ) -> RangeRecorder:
     """Peaks of ``z``, ``hyper.i``, ``y``, ``context``, ``head.i`` over ``images``.
 
@@ -122,19 +122,15 @@ def collect_ranges(
     """
     record = RangeRecorder()
     device = next(model.parameters()).device
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
-    medians = bottleneck.quantiles[:, 0, 1].detach().view(-1, 1, 1)
-    # CompressAI's submodules (nn.Module's __getattr__ types them Tensor | Module).
-    g_a, h_a = cast(nn.Module, model.g_a), cast(nn.Module, model.h_a)
-    context = cast(nn.Module, model.context_prediction)
+    medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach().view(-1, 1, 1)
     for x in images:
-        y = g_a(x.to(device))
-        z = h_a(y)
+        y = model.g_a(x.to(device))
+        z = model.h_a(y)
         hidden = record.see("z", torch.round(z - medians) + medians)
         for i, stage in enumerate(hyper):
             hidden = record.see(f"hyper.{i}", stage.forward(hidden))
         record.see("y", y)
-        ctx = record.see("context", context(torch.round(y)))
+        ctx = record.see("context", model.context_prediction(torch.round(y)))
         hidden = torch.cat((hidden, ctx), dim=1)
         for i, stage in enumerate(head):
             hidden = record.see(f"head.{i}", stage.forward(hidden))

@@ -17,11 +17,11 @@ channel-major order with the export's integer CDF tables; y — the latent symbo
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.codec.finite import check_codable
 from jicd.codec.integer.fixed_point import INT16_MAX
@@ -31,17 +31,20 @@ from jicd.codec.rans import INDEX_MISMATCH, CdfTables, index_crc, int_list
 from jicd.codec.schedule import build_schedule
 from jicd.errors import UserError
 
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
+
 ENTROPY_PATHS = ("float", "integer")
 SYMBOL_LIMIT = 2**24  # symbols are clamped to ±2**24 (|y| beyond is not a real latent)
 
 
-def integer_model(model: nn.Module) -> IntegerEntropyModel | None:
+def integer_model(model: CompressionModel) -> IntegerEntropyModel | None:
     """The integer entropy model an integerized export attached to ``model``, if any."""
     net = getattr(model, "integer_entropy", None)
     return net if isinstance(net, IntegerEntropyModel) else None
 
 
-def entropy_path(model: nn.Module, requested: str | None = None) -> str:
+def entropy_path(model: CompressionModel, requested: str | None = None) -> str:
     """``requested``, or by default ``"integer"`` when ``model`` has an integer entropy model.
 
     Raises:
@@ -198,7 +201,7 @@ def to_latent(net: IntegerEntropyModel, y_int: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def compress(model: nn.Module, x: Tensor) -> dict:
+def compress(model: CompressionModel, x: Tensor) -> dict:
     """Encode ``x (B, 3, H, W)`` with the integer path (the wavefront coder's ``compress``)."""
     net = integer_model(model)
     assert net is not None, "the caller checked entropy_path(model) == 'integer'"
@@ -222,7 +225,9 @@ def compress(model: nn.Module, x: Tensor) -> dict:
 
 
 @torch.inference_mode()
-def decompress(model: nn.Module, strings: list, shape, checks: list[int] | None = None) -> dict:
+def decompress(
+    model: CompressionModel, strings: list, shape, checks: list[int] | None = None
+) -> dict:
     """Decode :func:`compress`'s output → ``{"x_hat": (B, 3, H, W) in [0, 1], on the CPU}``."""
     net = integer_model(model)
     assert net is not None, "the caller checked entropy_path(model) == 'integer'"
@@ -232,5 +237,4 @@ def decompress(model: nn.Module, strings: list, shape, checks: list[int] | None 
         check = None if checks is None else checks[i]
         latents.append(decode_latent(net, y_string, net.hyper_params(z_int), check))
     y_hat = to_latent(net, torch.cat(latents)).to(model_device(model))
-    g_s = cast(nn.Module, model.g_s)  # nn.Module's __getattr__ types it Tensor | Module
-    return {"x_hat": g_s(y_hat).clamp_(0, 1).to(ENTROPY_DEVICE)}
+    return {"x_hat": model.g_s(y_hat).clamp_(0, 1).to(ENTROPY_DEVICE)}

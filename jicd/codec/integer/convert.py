@@ -18,7 +18,7 @@ are exact binary fractions, and the predicted scales come out at ``2**SCALE_BITS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -43,8 +43,8 @@ from jicd.codec.integer.stages import Stage, conv_parameters, parse_stages
 from jicd.codec.schedule import causal_taps
 from jicd.errors import UserError
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected classes
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 SCALE_BITS = 16  # predicted scales at 2**-16: far finer than the table's 13 % steps
 
@@ -104,10 +104,9 @@ def _stack_layers(
     return layers, in_scale
 
 
-def _tables(model: nn.Module, scale_bits: int) -> dict[str, Tensor]:
+def _tables(model: CompressionModel, scale_bits: int) -> dict[str, Tensor]:
     """CDF tables of both entropy models, the z medians' source, and the index thresholds."""
-    gaussian: GaussianConditional = model.gaussian_conditional
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
+    gaussian, bottleneck = model.gaussian_conditional, model.entropy_bottleneck
     if gaussian.quantized_cdf.numel() == 0 or bottleneck.quantized_cdf.numel() == 0:
         raise UserError("cannot integerize: the model's CDF tables are empty (update() first)")
     table = gaussian.scale_table.detach().to("cpu", torch.float64)
@@ -124,7 +123,7 @@ def _tables(model: nn.Module, scale_bits: int) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def integerize(
-    model: nn.Module, images: list[Tensor], margin: float = MARGIN, description: str = ""
+    model: CompressionModel, images: list[Tensor], margin: float = MARGIN, description: str = ""
 ) -> IntegerEntropyModel:
     """Calibrate on ``images`` (``(1, 3, H, W)`` noisy inputs) and quantise the entropy side.
 
@@ -137,12 +136,9 @@ def integerize(
     Raises:
         UserError: the model has layers the integer path does not implement.
     """
-    # CompressAI's submodules (nn.Module's __getattr__ types them Tensor | Module).
-    hyper = parse_stages(cast(nn.Module, model.h_s), "h_s")
-    head = parse_stages(
-        cast(nn.Module, model.entropy_parameters), "entropy_parameters", kernel_one=True
-    )
-    context = cast(nn.Conv2d, model.context_prediction)  # a MaskedConv2d
+    hyper = parse_stages(model.h_s, "h_s")
+    head = parse_stages(model.entropy_parameters, "entropy_parameters", kernel_one=True)
+    context = model.context_prediction
     pad = context.kernel_size[0] // 2
     taps = [(di + pad, dj + pad) for di, dj in causal_taps(context)]
     ranges = collect_ranges(model, hyper, head, images)
@@ -164,8 +160,7 @@ def integerize(
                        name=f"head.{len(head) - 1}")
     )  # fmt: skip
     tables = _tables(model, SCALE_BITS)
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
-    medians = bottleneck.quantiles[:, 0, 1].detach().to("cpu", torch.float64)
+    medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach().to("cpu", torch.float64)
     tables["z_median"] = torch.round(medians * 2.0**z_bits).to(torch.int64)
     record = {
         "description": description,

@@ -13,22 +13,20 @@ model to the loaded model (:func:`attach`), and the wavefront coder then uses it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from jicd.codec.integer.network import IntegerEntropyModel
 from jicd.errors import UserError
 from jicd.files import sha256_file, torch_save_atomic
 
-if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
-    from compressai.entropy_models import EntropyBottleneck
+if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
+    from compressai.models import CompressionModel
 
 INTEGER_KEY = "integer_entropy"
 PROVENANCE_KEY = "integerized_from"
 
 
-def attach(model: nn.Module, entry: Any, where: str) -> IntegerEntropyModel:
+def attach(model: CompressionModel, entry: Any, where: str) -> IntegerEntropyModel:
     """Build the integer model of an export's ``integer_entropy`` entry and attach it.
 
     It becomes the submodule ``model.integer_entropy`` (so ``model.to(device)`` moves it).
@@ -37,10 +35,7 @@ def attach(model: nn.Module, entry: Any, where: str) -> IntegerEntropyModel:
         UserError: a malformed entry, or one whose channel counts do not fit the model.
     """
     net = IntegerEntropyModel.from_payload(entry, where)
-    # CompressAI's MaskedConv2d (nn.Module's __getattr__ types submodules Tensor | Module).
-    context = cast(nn.Conv2d, model.context_prediction)
-    bottleneck: EntropyBottleneck = model.entropy_bottleneck
-    expected = (context.in_channels, bottleneck.channels)
+    expected = (model.context_prediction.in_channels, model.entropy_bottleneck.channels)
     found = (net.latent_channels, net.hyper_channels)
     if found != expected:
         raise UserError(
