@@ -20,6 +20,7 @@ from jicd.codec.integer import coder as integer_coder
 from jicd.codec.integer.calibration import generated_images, noisy_versions
 from jicd.codec.integer.command import main as integerize_main
 from jicd.codec.integer.convert import integerize
+from jicd.codec.integer.gemm import forced_kernel, int8_kernel_exact
 from jicd.codec.placement import analysis_transforms
 from jicd.errors import UserError
 from jicd.models.weights import load_for_inference
@@ -85,6 +86,21 @@ def test_thread_count_does_not_matter(model) -> None:
         torch.set_num_threads(threads)
     assert one["strings"] == three["strings"] and one["checks"] == three["checks"]
     assert decoded["x_hat"].shape == x.shape
+
+
+def test_kernels_do_not_matter(model) -> None:
+    """A file encoded with one exact GEMM kernel decodes with the other to the same image."""
+    if not int8_kernel_exact():
+        pytest.skip("this CPU's int8 GEMM is not exact: only the float64 kernel runs here")
+    x, coder = image(128, 192, seed=11), get_coder()
+    with forced_kernel("int8"):
+        int8 = coder.compress(model, x)
+        int8_image = coder.decompress(model, int8["strings"], int8["shape"], int8["checks"])
+    with forced_kernel("float64"):
+        f64 = coder.compress(model, x)
+        f64_image = coder.decompress(model, int8["strings"], int8["shape"], int8["checks"])
+    assert int8["strings"] == f64["strings"] and int8["checks"] == f64["checks"]
+    assert torch.equal(int8_image["x_hat"], f64_image["x_hat"])
 
 
 def test_paths_must_match(model) -> None:

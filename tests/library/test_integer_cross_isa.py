@@ -19,6 +19,7 @@ import torch
 from jicd.codec.integer.calibration import generated_images, noisy_versions
 from jicd.codec.integer.convert import integerize
 from jicd.codec.integer.export import write_integerized
+from jicd.codec.integer.gemm import KERNELS, int8_kernel_exact
 from jicd.codec.integer.isa_check import Setting, run_cross_isa, summarise
 from jicd.models.weights import read_export
 from trainer.testing import make_image, make_lively_export
@@ -73,6 +74,18 @@ def test_integer_files_decode_bit_exactly(runs) -> None:
         summary = summarise(encoded, result)
         assert summary["jicd-int"] == files and summary["baseline-int"] == files, summary
     assert len(torch.unique(encoded["jicd-int/128x192"]["indices"])) > 3  # indices really vary
+
+
+def test_files_cross_between_the_exact_kernels(runs) -> None:
+    """Where this CPU's int8 GEMM is exact, some worker must have used it and another the
+    float64 kernel (oneDNN restricted to AVX2 saturates int8 sums), so the exact-decode test
+    above also shows that files cross between the kernels."""
+    encoded, decoded = runs
+    kernels = {encoded["gemm"], *(d["gemm"] for d in decoded)}
+    assert kernels <= set(KERNELS)
+    if not int8_kernel_exact():
+        pytest.skip("this CPU's int8 GEMM is not exact: every worker used float64")
+    assert kernels == set(KERNELS), (encoded["gemm"], [d["gemm"] for d in decoded])
 
 
 def test_float_files_decode_exactly_or_are_refused(runs) -> None:

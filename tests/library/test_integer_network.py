@@ -24,6 +24,7 @@ from jicd.codec.integer.fixed_point import (
     requantize,
     rescale_rows,
 )
+from jicd.codec.integer.gemm import KERNELS, forced_kernel, int8_kernel_exact
 from jicd.codec.integer.layers import IntegerLayer
 from jicd.codec.integer.network import IntegerEntropyModel
 from jicd.errors import UserError
@@ -127,11 +128,20 @@ def wavefront_predictions(net, params: torch.Tensor, y_int: torch.Tensor):
     return [t.view(height, width, channels).permute(2, 0, 1).numpy() for t in raster]
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fuzz_against_numpy_reference(net, seed: int) -> None:
+def test_fuzz_against_numpy_reference(net, seed: int, kernel: str) -> None:
     """Random inputs (int16 extremes included) through the converted network and through a
-    network with random parameters anywhere inside the bounds: bit-exact with the reference."""
+    network with random parameters anywhere inside the bounds: bit-exact with the reference,
+    with each exact GEMM kernel."""
+    if kernel == "int8" and not int8_kernel_exact():
+        pytest.skip("this CPU's int8 GEMM is not exact (the integer path uses float64 here)")
     generator = torch.Generator().manual_seed(100 + seed)
+    with forced_kernel(kernel):
+        check_against_reference(net, seed, generator)
+
+
+def check_against_reference(net, seed: int, generator: torch.Generator) -> None:
     for candidate in (net, randomized(net, seed)):
         z_int = torch.randint(-INT16_MAX, INT16_MAX + 1, (CHANNELS, 2, 3), generator=generator)
         z_int[:, 0, 0] = INT16_MAX

@@ -70,7 +70,7 @@ class IntegerWavefront:
         params: ``(H, W, 2M)`` int64 hyper-decoder output (channels-last).
 
     Attributes:
-        grid: ``(H_pad·W_pad, M)`` float64 clamped ``y_int`` (zero padding and not yet coded).
+        grid: ``(H_pad·W_pad, M)`` int16 clamped ``y_int`` (zero padding and not yet coded).
         rows: ``(H·W, M)`` int64 ``y_int`` in coding order.
     """
 
@@ -88,7 +88,7 @@ class IntegerWavefront:
         channels = net.latent_channels
         self.hyper = net.hyper_part(params.view(height * width, -1)[self.order])
         grid_size = (height + pad) * (width + 2 * pad)
-        self.grid = torch.zeros(grid_size, channels, dtype=torch.float64, device=device)
+        self.grid = torch.zeros(grid_size, channels, dtype=torch.int16, device=device)
         self.rows = torch.zeros(height * width, channels, dtype=torch.int64, device=device)
 
     @property
@@ -106,7 +106,7 @@ class IntegerWavefront:
     def store(self, span: slice, y_int: Tensor) -> None:
         """Record the coded ``(P, M)`` int64 values of a wavefront (clamped for the context)."""
         self.rows[span] = y_int
-        clamped = y_int.clamp(-INT16_MAX, INT16_MAX).to(torch.float64)
+        clamped = y_int.clamp(-INT16_MAX, INT16_MAX).to(torch.int16)
         self.grid.index_copy_(0, self.padded[span], clamped)
 
     def latent(self) -> Tensor:

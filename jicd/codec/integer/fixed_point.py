@@ -16,7 +16,8 @@ Number formats (all integers; a *scale* ``s`` means the integer ``A`` stands for
   OpenBLAS): ``|W·A| ≤ INT16_MAX² < 2**30``, so a dot product over ``K`` terms stays below
   ``K · 2**30 ≤ 2**46`` for ``K ≤ 2**16`` (the largest layer here has ``K = 9 · 288 = 2592`` at
   N = 192). Only plain GEMMs are used — no convolution kernels, whose Winograd/FFT algorithms
-  transform the operands and round.
+  transform the operands and round. Where a probe proves it exact, a CPU computes the same
+  integer products with int8 GEMMs instead (:mod:`.gemm`): same integers, less time.
 * ``float64 → int64`` of an integer-valued double below ``2**53`` is exact; int64 multiply, add,
   compare, clamp and arithmetic right shift are exact on every backend, and ``|acc · m| + 2**60
   < 2**62 + 2**60 < 2**63`` keeps them free of overflow.
@@ -43,24 +44,6 @@ BIAS_LIMIT = 2**44  # |B| ≤ BIAS_LIMIT leaves ACC_LIMIT − BIAS_LIMIT > 2**45
 _MULT_BITS = 15  # multipliers normalised to [2**15, 2**16): 15 bits of relative precision
 
 
-def exact_matmul(a: Tensor, b: Tensor, start: Tensor | None = None) -> Tensor:
-    """``a @ b`` (or ``start + a @ b``) of integer-valued float64 matrices, exactly.
-
-    Args:
-        a: ``(P, K)`` float64, integers with ``|a| ≤ INT16_MAX``.
-        b: ``(K, O)`` float64, integers with ``|b| ≤ INT16_MAX``.
-        start: optional float64 integers added: ``(P, O)``, or ``(O,)`` (a bias, broadcast).
-
-    Exact while ``K · INT16_MAX² + |start|`` stays below ``2**53`` (module docstring).
-    """
-    return a @ b if start is None else torch.addmm(start, a, b)
-
-
-def to_int(acc: Tensor) -> Tensor:
-    """Integer-valued float64 (``|x| < 2**53``) → int64, exactly."""
-    return acc.to(torch.int64)
-
-
 def requantize(acc: Tensor, rescale: Tensor, limit: int, negative: bool) -> Tensor:
     """Rescale int64 accumulators to the next layer's activations, with the activation.
 
@@ -81,9 +64,10 @@ def requantize(acc: Tensor, rescale: Tensor, limit: int, negative: bool) -> Tens
     keeps the order. One ``maximum`` instead of a comparison and a select.
     """
     m_pos, half_pos, s_pos, m_neg, half_neg, s_neg = rescale.unbind(0)
-    out = torch.bitwise_right_shift(acc * m_pos + half_pos, s_pos)
+    out = torch.addcmul(half_pos, acc, m_pos).bitwise_right_shift_(s_pos)
     if negative:
-        out = torch.maximum(out, torch.bitwise_right_shift(acc * m_neg + half_neg, s_neg))
+        negative_branch = torch.addcmul(half_neg, acc, m_neg).bitwise_right_shift_(s_neg)
+        torch.maximum(out, negative_branch, out=out)
     return out.clamp_(-limit, limit)
 
 

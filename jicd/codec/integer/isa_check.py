@@ -31,6 +31,7 @@ from jicd.codec import wavefront
 from jicd.codec.image_coding import check_compatible, compress_image
 from jicd.codec.images import load_rgb, pad_to_block
 from jicd.codec.integer import coder as integer_coder
+from jicd.codec.integer.gemm import kernel_for
 from jicd.codec.placement import analysis_transforms
 from jicd.errors import UserError
 
@@ -146,7 +147,11 @@ def worker(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(int(job["threads"]))
     folder = Path(job["folder"])
-    results: dict = {"probe": float_probe(), "threads": torch.get_num_threads()}
+    results: dict = {
+        "probe": float_probe(),
+        "threads": torch.get_num_threads(),
+        "gemm": kernel_for(torch.device("cpu")),  # which exact kernel this setting allows
+    }
     for name, export in job["exports"].items():
         model, identity = load_for_inference(export)
         for image in map(Path, job["images"]):

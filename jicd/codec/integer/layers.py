@@ -6,9 +6,10 @@ result is the same on every device)::
     acc[o] = Σ_{taps, i} W[o, i, tap] · x[i at tap] + B[o]          |acc| ≤ 2**46
     y[o]   = clamp((acc · m + 2**(s-1)) >> s, ±limit)               (m, s) = (m⁻, s⁻) if acc < 0
 
-followed by an optional pixel shuffle (CompressAI's ``subpel_conv3x3``). The convolution is a
-sum of one plain float64 GEMM per kernel tap over a zero-padded channels-last copy of the
-input: no convolution kernel (and so no Winograd or FFT algorithm) is involved.
+followed by an optional pixel shuffle (CompressAI's ``subpel_conv3x3``). The convolution is one
+exact integer GEMM (:class:`~jicd.codec.integer.gemm.ExactMatrix`) over the taps of a
+zero-padded channels-last copy of the input (im2col): no convolution kernel (and so no
+Winograd or FFT algorithm) is involved.
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jicd.codec.integer.fixed_point import (
-    check_layer_bounds,
-    exact_matmul,
-    requantize,
-    rescale_rows,
-    to_int,
-)
+from jicd.codec.integer.fixed_point import check_layer_bounds, requantize, rescale_rows
+from jicd.codec.integer.gemm import ExactMatrix
 from jicd.errors import UserError
 
 # What a layer stores in an export: int16 weights (O, I, k, k), int64 bias (O,) and int64
 # rescale (4, O) = m⁺, s⁺, m⁻, s⁻; the rounding offsets are derived on load.
 PAYLOAD_KEYS = ("weight", "bias", "rescale")
+CONV_CHUNK = 4096  # output positions per GEMM of conv(): bounds im2col memory on large images
 
 
 class IntegerLayer(nn.Module):
@@ -45,7 +42,9 @@ class IntegerLayer(nn.Module):
         name: for error messages.
 
     Buffers: ``weight`` float64 as given, ``bias``, ``rescale`` and ``taps_matrix``
-    ``(T, I, O)`` float64 (one ``I×O`` matrix per used tap), all on the module's device.
+    ``(T, I, O)`` float64 (one ``I×O`` matrix per used tap), all on the module's device; they
+    make up the state dict (and so the model digest of ``.jicd`` files). ``gemm`` holds the
+    same matrix, tap-major ``(T·I, O)``, in the forms the exact kernels read (not persistent).
     """
 
     # The buffers registered in __init__ (nn.Module's __getattr__ types them Tensor | Module).
@@ -79,13 +78,15 @@ class IntegerLayer(nn.Module):
         self.negative = not torch.equal(rescale[:3], rescale[3:])
         self.register_buffer("weight", weight.to(torch.float64))
         self.register_buffer("bias", bias.to(torch.int64))
-        # The bias starts the float64 accumulation (exact: |B| + fan-in·INT16_MAX² ≤ 2**46).
+        # Unused since the int64 accumulation, kept because the state dict is what the model
+        # digest of version-4 files hashes: dropping it would refuse files already written.
         self.register_buffer("bias_f64", self.bias.to(torch.float64))
         self.register_buffer("rescale", rescale.to(torch.int64))
         ki = torch.tensor([t[0] for t in self.taps], dtype=torch.long)
         kj = torch.tensor([t[1] for t in self.taps], dtype=torch.long)
         matrix = self.weight[:, :, ki, kj].permute(2, 1, 0).contiguous()  # (T, I, O)
         self.register_buffer("taps_matrix", matrix)
+        self.gemm = ExactMatrix(self.flat, self.bias)
 
     @property
     def flat(self) -> Tensor:
@@ -93,23 +94,26 @@ class IntegerLayer(nn.Module):
         return self.taps_matrix.view(-1, self.taps_matrix.shape[-1])
 
     def finish(self, acc: Tensor) -> Tensor:
-        """Accumulators ``(..., O)`` (float64 or int64, bias included) → int64 activations."""
-        return requantize(to_int(acc), self.rescale, self.limit, self.negative)
+        """int64 accumulators ``(..., O)`` (bias included) → int64 activations."""
+        return requantize(acc, self.rescale, self.limit, self.negative)
 
     def linear(self, rows: Tensor) -> Tensor:
-        """``(P, T·I)`` integer-valued float64 rows → ``(P, O)`` int64 activations."""
-        return self.finish(exact_matmul(rows, self.flat, self.bias_f64))
+        """``(P, T·I)`` integer rows (int16 range) → ``(P, O)`` int64 activations."""
+        return self.finish(self.gemm(rows))
 
     def conv(self, x: Tensor) -> Tensor:
         """Channels-last ``(H, W, I)`` int64 → ``(H·r, W·r, O / r²)`` int64 (r = shuffle)."""
-        height, width, channels = x.shape
+        height, width, _ = x.shape
         pad = self.kernel // 2
-        padded = F.pad(x.to(torch.float64), (0, 0, pad, pad, pad, pad))
-        acc = self.bias_f64.expand(height * width, -1)
-        for (ki, kj), matrix in zip(self.taps, self.taps_matrix, strict=True):
-            rows = padded[ki : ki + height, kj : kj + width].reshape(height * width, channels)
-            acc = exact_matmul(rows, matrix, acc)
-        out = self.finish(acc).view(height, width, -1)
+        padded = F.pad(x.to(torch.int16), (0, 0, pad, pad, pad, pad))  # int16 range: exact
+        rows_per_chunk = max(1, CONV_CHUNK // width)
+        chunks = []
+        for top in range(0, height, rows_per_chunk):
+            bottom = min(top + rows_per_chunk, height)
+            taps = [padded[top + ki : bottom + ki, kj : kj + width] for ki, kj in self.taps]
+            rows = torch.cat(taps, dim=-1).view((bottom - top) * width, -1)  # im2col, tap-major
+            chunks.append(self.finish(self.gemm(rows)))
+        out = torch.cat(chunks).view(height, width, -1)
         return pixel_shuffle_hwc(out, self.shuffle)
 
     def payload(self) -> dict[str, Tensor]:

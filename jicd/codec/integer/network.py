@@ -24,7 +24,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from jicd.codec.integer.fixed_point import INT16_MAX, exact_matmul
+from jicd.codec.integer.fixed_point import INT16_MAX
+from jicd.codec.integer.gemm import ExactMatrix
 from jicd.codec.integer.layers import IntegerLayer
 from jicd.errors import UserError
 
@@ -74,6 +75,12 @@ class IntegerEntropyModel(nn.Module):
         for name in ("scale_thresholds", "z_median", *TABLES):
             self.register_buffer(name, tensors[name])
         self._check_shapes()
+        # The head's first layer reads cat(params, ctx): its two row blocks as separate
+        # matrices, the params half applied once per image, the ctx half per wavefront.
+        first = _layers(self.head)[0]
+        split = first.flat.shape[0] - self.context.weight.shape[0]
+        self.head_params = ExactMatrix(first.flat[:split], first.bias)
+        self.head_context = ExactMatrix(first.flat[split:])
 
     @property
     def latent_channels(self) -> int:
@@ -115,31 +122,26 @@ class IntegerEntropyModel(nn.Module):
     def hyper_part(self, params: Tensor) -> Tensor:
         """The head's first layer on the ``params`` half of its input, bias included.
 
-        ``(P, 2M)`` int64 → ``(P, C1)`` float64 integer accumulators (once per image; exact:
-        the layer's whole sum stays below ``2**46``).
+        ``(P, 2M)`` int64 → ``(P, C1)`` int64 accumulators (once per image).
         """
-        first = _layers(self.head)[0]
-        split = params.shape[1]
-        return exact_matmul(params.to(torch.float64), first.flat[:split], first.bias_f64)
+        return self.head_params(params)
 
     def predict(self, patches: Tensor, hyper_part: Tensor) -> tuple[Tensor, Tensor]:
         """Entropy parameters of ``P`` positions from their causal context.
 
         Args:
-            patches: ``(P, T·M)`` float64 (integer-valued, int16 range) clamped ``y_int`` of
-                the ``T`` causal taps, tap-major.
-            hyper_part: ``(P, C1)`` float64 rows of :meth:`hyper_part`.
+            patches: ``(P, T·M)`` integer tensor (int16 range): clamped ``y_int`` of the ``T``
+                causal taps, tap-major.
+            hyper_part: ``(P, C1)`` int64 rows of :meth:`hyper_part`.
 
         Returns:
             ``(index (P, M) int32, mean (P, M) int64 at 2**y_bits)``.
         """
         ctx = self.context.linear(patches)
         head = _layers(self.head)
-        first = head[0]
-        split = first.flat.shape[0] - ctx.shape[1]
-        hidden = first.finish(exact_matmul(ctx.to(torch.float64), first.flat[split:], hyper_part))
+        hidden = head[0].finish(self.head_context(ctx, hyper_part))
         for layer in head[1:]:
-            hidden = layer.linear(hidden.to(torch.float64))
+            hidden = layer.linear(hidden)
         scales, means = hidden.split(self.latent_channels, dim=1)
         index = torch.searchsorted(self.scale_thresholds, scales.contiguous())
         return index.to(torch.int32), means
