@@ -171,6 +171,23 @@ def test_integerize_writes_an_export_the_commands_use(files, capsys, tmp_path) -
     assert not (tmp_path / "x.png").exists()
 
 
+def test_integerize_finetunes_with_the_integer_path_in_the_loop(files, capsys, tmp_path) -> None:
+    out = tmp_path / "tuned.pt"
+    args = [str(files["float"]), "-o", str(out), "--images", "2", "--finetune-steps", "3",
+            "--finetune-crop", "64", "--finetune-lr", "1e-4"]  # fmt: skip
+    assert integerize_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned 3 steps with the integer path in the loop" in printed, printed
+    payload = torch.load(out, weights_only=True)
+    record = payload["integer_entropy"]["calibration"]["finetune"]
+    assert record["steps"] == 3 and record["crop"] == 64
+    source = torch.load(files["float"], weights_only=True)
+    for key, value in source["state_dict"].items():  # the float weights stay the source's
+        assert torch.equal(payload["state_dict"][key], value), key
+    model, identity = load_for_inference(out)
+    assert identity["entropy"] == "integer"
+
+
 def test_integerize_refuses_bad_input(files, capsys, tmp_path) -> None:
     odd = str(files["odd"])
     cases = [
@@ -178,6 +195,9 @@ def test_integerize_refuses_bad_input(files, capsys, tmp_path) -> None:
         ([str(files["float"]), "-o", str(files["float"])], "would overwrite"),
         ([str(files["float"]), "-o", "o.pt", "--calibration", str(tmp_path / "no")], "no such"),
         ([str(files["float"]), "-o", "o.pt", "--images", "0"], "--images"),
+        ([str(files["float"]), "-o", "o.pt", "--finetune-steps", "-1"], "--finetune-steps"),
+        ([str(files["float"]), "-o", "o.pt", "--finetune-lr", "1"], "--finetune-lr"),
+        ([str(files["float"]), "-o", "o.pt", "--finetune-crop", "100"], "--finetune-crop"),
     ]
     for argv, message in cases:
         assert integerize_main(argv) == 2

@@ -109,23 +109,52 @@ class IntegerWavefront:
         clamped = y_int.clamp(-INT16_MAX, INT16_MAX).to(torch.int16)
         self.grid.index_copy_(0, self.padded[span], clamped)
 
-    def latent(self) -> Tensor:
-        """``(1, M, H, W)`` int64 ``y_int`` in raster order."""
-        raster = torch.empty_like(self.rows)
-        raster[self.order] = self.rows
+    def quantise(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Quantise a latent ``y (1, M, H, W)`` (float, any device) wavefront by wavefront.
+
+        Returns:
+            ``(symbols (H·W, M) int64, indexes (H·W, M) int32)`` in coding order; :attr:`rows`
+            then holds ``y_int = symbol · 2**y_bits + mean``.
+        """
+        one = 1 << self.net.y_bits
+        y_rows = y[0].flatten(1).t()[self.order].to(torch.float64)  # (H·W, M), coding order
+        symbols, indexes = [], []
+        for step in range(self.steps):
+            index, mean, span = self.predict(step)
+            symbol = torch.round(y_rows[span] - mean.to(torch.float64) / one)
+            symbol = symbol.clamp_(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int64)
+            self.store(span, symbol * one + mean)
+            symbols.append(symbol)
+            indexes.append(index)
+        return torch.cat(symbols), torch.cat(indexes)
+
+    def raster(self, rows: Tensor) -> Tensor:
+        """``(H·W, C)`` rows in coding order → ``(1, C, H, W)`` in raster order."""
+        raster = torch.empty_like(rows)
+        raster[self.order] = rows
         return raster.view(*self.shape, -1).permute(2, 0, 1).unsqueeze(0)
 
+    def latent(self) -> Tensor:
+        """``(1, M, H, W)`` int64 ``y_int`` in raster order."""
+        return self.raster(self.rows)
 
-def encode_z(net: IntegerEntropyModel, z: Tensor) -> tuple[bytes, Tensor]:
-    """``z (1, N, h, w)`` float → ``(string, z_int (h, w, N) int64 clamped to int16)``."""
+
+def quantise_z(net: IntegerEntropyModel, z: Tensor) -> tuple[Tensor, Tensor]:
+    """``z (1, N, h, w)`` float → ``(symbols (N, h, w) int64, z_int (h, w, N) int64)``."""
     scale = 2.0**net.z_bits
     median = net.z_median.view(-1, 1, 1)
     symbol = torch.round(z[0].to(torch.float64) - median.to(torch.float64) / scale)
     symbol = symbol.clamp_(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int64)
+    return symbol, _z_int(net, symbol)
+
+
+def encode_z(net: IntegerEntropyModel, z: Tensor) -> tuple[bytes, Tensor]:
+    """``z (1, N, h, w)`` float → ``(string, z_int (h, w, N) int64 clamped to int16)``."""
+    symbol, z_int = quantise_z(net, z)
     indexes = torch.arange(symbol.shape[0]).repeat_interleave(symbol[0].numel())
     tables = CdfTables(net.z_cdf.cpu(), net.z_cdf_length.cpu(), net.z_offset.cpu())
     string = RansEncoder().encode_with_indexes(int_list(symbol), indexes.tolist(), *tables.all())
-    return string, _z_int(net, symbol)
+    return string, z_int
 
 
 def decode_z(net: IntegerEntropyModel, string: bytes, shape: tuple[int, int]) -> Tensor:
@@ -151,20 +180,11 @@ def encode_latent(net: IntegerEntropyModel, y: Tensor, params: Tensor) -> tuple[
         decoder reproduces ``y_int`` and the CRC exactly.
     """
     front = IntegerWavefront(net, params)
-    one = 1 << net.y_bits
-    y_rows = y[0].flatten(1).t()[front.order].to(torch.float64)  # (H·W, M) in coding order
-    symbols, indexes = [], []
-    for step in range(front.steps):
-        index, mean, span = front.predict(step)
-        symbol = torch.round(y_rows[span] - mean.to(torch.float64) / one)
-        symbol = symbol.clamp_(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int64)
-        front.store(span, symbol * one + mean)
-        symbols.append(symbol)
-        indexes.append(index)
-    index = torch.cat(indexes).cpu()  # the one transfer of the encoder
+    symbols, index = front.quantise(y)
+    index = index.cpu()  # the one transfer of the encoder
     tables = CdfTables(net.y_cdf.cpu(), net.y_cdf_length.cpu(), net.y_offset.cpu())
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(int_list(torch.cat(symbols)), int_list(index), *tables.all())
+    encoder.encode_with_indexes(int_list(symbols), int_list(index), *tables.all())
     return encoder.flush(), front.latent(), index_crc(index, 0)
 
 

@@ -18,6 +18,7 @@ are exact binary fractions, and the predicted scales come out at ``2**SCALE_BITS
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -121,6 +122,16 @@ def _tables(model: CompressionModel, scale_bits: int) -> dict[str, Tensor]:
     return found
 
 
+@dataclass
+class Calibration:
+    """What :func:`calibrate` measured: the value ranges that fix every fixed-point scale."""
+
+    ranges: RangeRecorder
+    margin: float
+    images: int
+    description: str = ""
+
+
 @torch.no_grad()
 def integerize(
     model: CompressionModel, images: list[Tensor], margin: float = MARGIN, description: str = ""
@@ -136,12 +147,36 @@ def integerize(
     Raises:
         UserError: the model has layers the integer path does not implement.
     """
+    return quantize(model, calibrate(model, images, margin, description))
+
+
+@torch.no_grad()
+def calibrate(
+    model: CompressionModel, images: list[Tensor], margin: float = MARGIN, description: str = ""
+) -> Calibration:
+    """The float model's value ranges on ``images`` (see :func:`integerize`)."""
+    hyper = parse_stages(model.h_s, "h_s")
+    head = parse_stages(model.entropy_parameters, "entropy_parameters", kernel_one=True)
+    ranges = collect_ranges(model, hyper, head, images)
+    return Calibration(ranges, margin, len(images), description)
+
+
+@torch.no_grad()
+def quantize(model: CompressionModel, calibration: Calibration) -> IntegerEntropyModel:
+    """The integer entropy model of ``model``'s current weights at ``calibration``'s scales.
+
+    The scales depend only on the calibration, so re-quantising after a weight update (the
+    fine-tune of :mod:`.finetune`) keeps every fixed-point format.
+
+    Raises:
+        UserError: the model has layers the integer path does not implement.
+    """
     hyper = parse_stages(model.h_s, "h_s")
     head = parse_stages(model.entropy_parameters, "entropy_parameters", kernel_one=True)
     context = model.context_prediction
     pad = context.kernel_size[0] // 2
     taps = [(di + pad, dj + pad) for di, dj in causal_taps(context)]
-    ranges = collect_ranges(model, hyper, head, images)
+    ranges, margin = calibration.ranges, calibration.margin
     peaks = ranges.peaks
     z_bits, y_bits = fraction_bits(peaks["z"], margin), fraction_bits(peaks["y"], margin)
     hyper_layers, params_scale = _stack_layers(
@@ -163,8 +198,8 @@ def integerize(
     medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach().to("cpu", torch.float64)
     tables["z_median"] = torch.round(medians * 2.0**z_bits).to(torch.int64)
     record = {
-        "description": description,
-        "images": len(images),
+        "description": calibration.description,
+        "images": calibration.images,
         "margin": margin,
         "peaks": peaks,
         "params_scale": params_scale.tolist(),
