@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from jicd.codec.integer.coder import IntegerWavefront, quantise_z
 from jicd.codec.integer.convert import Calibration, quantize
@@ -86,7 +86,8 @@ def integer_rate(model: CompressionModel, net: IntegerEntropyModel, x: Tensor) -
     if gaussian.use_likelihood_bound:
         likelihood = gaussian.likelihood_lower_bound(likelihood)
     proxy = -torch.log2(likelihood).sum()
-    spent = coded_bits(gaussian, front.raster(symbols), front.raster(indexes.to(torch.int64)))
+    tables = (net.y_cdf, net.y_cdf_length, net.y_offset)  # what the integer path codes with
+    spent = coded_bits(*tables, front.raster(symbols), front.raster(indexes.to(torch.int64)))
     bits = proxy + (spent.sum().to(proxy.dtype) - proxy).detach()  # value: what is coded
     return bits / (x.shape[-2] * x.shape[-1])
 
@@ -95,22 +96,26 @@ BYPASS_BITS = 4  # CompressAI's rANS escape code: raw values in 4-bit chunks
 BYPASS_LIMIT = (1 << BYPASS_BITS) - 1
 
 
-def coded_bits(gaussian: nn.Module, symbols: Tensor, indexes: Tensor) -> Tensor:
-    """Bits CompressAI's rANS coder spends on each symbol with the Gaussian's CDF tables.
+def coded_bits(
+    cdf: Tensor, lengths: Tensor, offsets: Tensor, symbols: Tensor, indexes: Tensor
+) -> Tensor:
+    """Bits CompressAI's rANS coder spends on each symbol with these CDF tables.
 
     A symbol inside its table costs ``-log2`` of its 16-bit probability; outside, the table's
     escape symbol plus the bypass code (the count of 4-bit chunks, in chunks of at most 15,
     then the chunks of ``-2v-1`` or ``2(v-max)``), as ``compressai/cpp_exts/rans``.
 
     Args:
+        cdf, lengths, offsets: ``(R, L)``, ``(R,)``, ``(R,)`` tables as CompressAI's
+            ``quantized_cdf``, ``cdf_length``, ``offset`` (e.g. the integer model's ``y_``).
         symbols, indexes: int64 tensors of one shape (symbols, CDF indices).
 
     Returns:
         float64 bits, the shape of ``symbols``.
     """
-    cdf = gaussian.quantized_cdf.to(torch.int64)
-    top = gaussian.cdf_length.to(torch.int64)[indexes] - 2  # the escape symbol's value
-    value = symbols - gaussian.offset.to(torch.int64)[indexes]
+    cdf = cdf.to(torch.int64)
+    top = lengths.to(torch.int64)[indexes] - 2  # the escape symbol's value
+    value = symbols - offsets.to(torch.int64)[indexes]
     escaped = (value < 0) | (value >= top)
     coded = torch.where(escaped, top, value)  # an escaped symbol codes the escape value
     frequency = cdf[indexes, coded + 1] - cdf[indexes, coded]
