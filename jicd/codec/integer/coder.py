@@ -123,7 +123,7 @@ class IntegerWavefront:
             index, mean, span = self.predict(step)
             symbol = torch.round(y_rows[span] - mean.to(torch.float64) / one)
             symbol = symbol.clamp_(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int64)
-            self.store(span, symbol * one + mean)
+            self.store(span, torch.add(mean, symbol, alpha=one))
             symbols.append(symbol)
             indexes.append(index)
         return torch.cat(symbols), torch.cat(indexes)

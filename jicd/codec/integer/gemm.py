@@ -65,7 +65,7 @@ class ExactMatrix(nn.Module):
         depth, self.out_features = whole.shape
         bias = torch.zeros(self.out_features, dtype=torch.int64) if bias is None else bias
         self.register_buffer("f64", whole.to(torch.float64), persistent=False)
-        hi, lo = split_planes(whole)
+        hi, lo = split_planes(whole).chunk(2)
         # Column 2·O is all ones: the GEMM also yields the planes' row sums (rowsum(a) below);
         # 7 zero columns keep the width a multiple of 8 (oneDNN's fast int8 kernels).
         ones = torch.zeros(depth, 8, dtype=torch.int8)
@@ -95,8 +95,7 @@ class ExactMatrix(nn.Module):
 
     def _int8(self, rows: Tensor) -> Tensor:
         count, out = rows.shape[0], self.out_features
-        hi, lo = split_planes(rows)
-        planes = torch._int_mm(torch.cat([hi, lo]), self.packed).to(torch.int64)  # (2P, 2O+8)
+        planes = torch._int_mm(split_planes(rows), self.packed).to(torch.int64)  # (2P, 2O+8)
         hh, hl = planes[:count, :out], planes[:count, out : 2 * out]
         lh, ll = planes[count:, :out], planes[count:, out : 2 * out]
         # 2**16·hh + 2**8·(hl + lh) + ll, in three fused adds (alpha: one kernel each).
@@ -109,11 +108,21 @@ class ExactMatrix(nn.Module):
         return acc.add_(self.int8_constant)
 
 
-def split_planes(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Integers in ``[-2**15, 2**15)`` → int8 ``(hi, lo)`` with ``v = 256·hi + lo + 128``."""
-    hi = torch.bitwise_right_shift(values, 8).to(torch.int8)
-    lo = torch.bitwise_and(values, 255).sub_(128).to(torch.int8)
-    return hi, lo
+def split_planes(values: Tensor) -> Tensor:
+    """``(P, K)`` integers in ``[-2**15, 2**15)`` → int8 ``(2P, K)`` ``[hi; lo]`` with
+    ``v = 256·hi + lo + 128``.
+
+    Written straight into one int8 buffer (three kernels, no concatenation): ``hi = v >> 8``
+    fits; ``lo`` is ``v & 255`` stored modulo 256 and shifted by 128 modulo 256, which lands
+    on ``(v & 255) − 128`` exactly. :func:`int8_kernel_exact` checks this on every int16
+    value before the int8 kernel is used.
+    """
+    count = values.shape[0]
+    planes = torch.empty((2 * count, *values.shape[1:]), dtype=torch.int8, device=values.device)
+    torch.bitwise_right_shift(values, 8, out=planes[:count])
+    torch.bitwise_and(values, 255, out=planes[count:])
+    planes[count:].sub_(128)
+    return planes
 
 
 def kernel_for(device: torch.device) -> str:
@@ -141,11 +150,15 @@ def forced_kernel(name: str) -> Iterator[None]:
 def int8_kernel_exact() -> bool:
     """Whether ``torch._int_mm`` on this CPU returns true int32 products for any int8 operands.
 
-    Probes the shapes the integer path uses (1 to 64 rows; depths and widths around its
-    layers') with the operands that make a saturating ``u8·s8`` pair sum overflow, plus
-    random ones, against an exact float64 product.
+    Checks :func:`split_planes` on every int16 value, then probes the shapes the integer path
+    uses (1 to 64 rows; depths and widths around its layers') with the operands that make a
+    saturating ``u8·s8`` pair sum overflow, plus random ones, against an exact float64 product.
     """
     if not hasattr(torch, "_int_mm"):
+        return False
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int64).view(1, -1)
+    planes = split_planes(every).to(torch.int64)
+    if not torch.equal(planes, torch.cat([every >> 8, (every & 255) - 128])):
         return False
     generator = torch.Generator().manual_seed(0)
     try:
