@@ -10,7 +10,9 @@ Run from the repository root::
 Rows: ``serial`` (CompressAI's position-by-position loop, CPU only), ``wavefront`` (the float
 path: float32 entropy parameters on a CPU copy, one thread) and ``integer`` (the integer path of
 :mod:`jicd.codec.integer`: fixed-point entropy parameters on the model's device, any thread
-count). ``--coders`` picks rows (serial is slow: leave it out to keep runs short); with
+count; its exact GEMMs use int8 planes where this CPU's int8 GEMM is exact, else float64) and
+``integer-f64`` (the same path with the float64 GEMM kernel forced: same bytes, the kernel's
+share of the time). ``--coders`` picks rows (serial is slow: leave it out to keep runs short); with
 ``--device cuda`` the transforms and the integer path run on the GPU and the serial row is
 dropped. All rows use the same model (same weights) and the same input (``kodim01.png`` from
 ``../shared/data/kodak`` when present, else a seeded random image; ``--size HxW`` centre-crops
@@ -31,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -47,9 +49,11 @@ sys.path.insert(0, str(REPO))
 from jicd.codec import get_coder  # noqa: E402
 from jicd.codec.integer.calibration import generated_images, noisy_versions  # noqa: E402
 from jicd.codec.integer.convert import integerize  # noqa: E402
+from jicd.codec.integer.gemm import forced_kernel  # noqa: E402
 
 KODAK_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim01.png"
-CODERS = ("serial", "wavefront", "integer")  # integer = the wavefront coder's integer path
+CODERS = ("serial", "wavefront", "integer", "integer-f64")  # integer*: the integer path
+DEFAULT_CODERS = ["serial", "wavefront", "integer"]
 
 T = TypeVar("T")
 
@@ -62,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image", type=Path, default=None, help="RGB image (default: Kodak 01)")
     parser.add_argument("--size", default=None, help="centre crop HxW (multiples of 64)")
     parser.add_argument("--device", default="cpu", help="model device: cpu or cuda")
-    parser.add_argument("--coders", nargs="+", default=list(CODERS), choices=CODERS)
+    parser.add_argument("--coders", nargs="+", default=DEFAULT_CODERS, choices=CODERS)
     parser.add_argument("--latent-std", type=float, default=4.0, help="target std of y")
     parser.add_argument("--scale", type=float, default=2.0, help="typical predicted scale")
     parser.add_argument("--seed", type=int, default=0, help="weights / random image seed")
@@ -153,7 +157,8 @@ def transforms_cached(model: nn.Module, y: torch.Tensor, x_hat: torch.Tensor) ->
 def time_coder(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> dict:
     """Encode/decode totals of one coder row, and its bytes and reconstruction."""
     coder = get_coder("serial" if name == "serial" else "wavefront")
-    entropy = "integer" if name == "integer" else "float"
+    entropy = "integer" if name.startswith("integer") else "float"
+    kernel = forced_kernel("float64") if name == "integer-f64" else nullcontext()
     device = next(model.parameters()).device
 
     def encode(image: torch.Tensor) -> dict:
@@ -162,9 +167,10 @@ def time_coder(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> di
     def decode(out: dict) -> dict:
         return coder.decompress(model, out["strings"], out["shape"], entropy=entropy)
 
-    decode(encode(x[..., :64, :64]))  # warm-up, small image
-    enc, out = timed(lambda: encode(x), repeats, device)
-    dec, rec = timed(lambda: decode(out), repeats, device)
+    with kernel:
+        decode(encode(x[..., :64, :64]))  # warm-up, small image
+        enc, out = timed(lambda: encode(x), repeats, device)
+        dec, rec = timed(lambda: decode(out), repeats, device)
     nbytes = sum(len(s) for strings in out["strings"] for s in strings)
     return {"enc": enc, "dec": dec, "nbytes": nbytes, "x_hat": rec["x_hat"]}
 
@@ -197,18 +203,19 @@ def report(channels: int, figures: dict[str, dict], pixels: int) -> None:
     floor = figures["transforms"]
     print(f"\nN={channels}: transforms alone  g_a {floor['enc']:.4f} s   g_s {floor['dec']:.4f} s")
     print(
-        f"{'coder':<10} {'encode':>8} {'-g_a':>8} {'overhead':>9} "
+        f"{'coder':<12} {'encode':>8} {'-g_a':>8} {'overhead':>9} "
         f"{'decode':>8} {'-g_s':>8} {'overhead':>9} {'bpp':>8}"
     )
     rows = [name for name in CODERS if name in figures]
     for name in rows:
         f = figures[name]
         print(
-            f"{name:<10} {f['enc']:>7.4f}s {f['enc'] - floor['enc']:>7.4f}s {f['enc_over']:>8.4f}s "
+            f"{name:<12} {f['enc']:>7.4f}s {f['enc'] - floor['enc']:>7.4f}s {f['enc_over']:>8.4f}s "
             f"{f['dec']:>7.4f}s {f['dec'] - floor['dec']:>7.4f}s {f['dec_over']:>8.4f}s "
             f"{8 * f['nbytes'] / pixels:>8.4f}"
         )
-    for slow, fast in (("serial", "wavefront"), ("wavefront", "integer"), ("serial", "integer")):
+    pairs = [("serial", "wavefront"), ("wavefront", "integer"), ("serial", "integer")]
+    for slow, fast in [*pairs, ("integer-f64", "integer")]:
         if slow in figures and fast in figures:
             print(ratio_line(slow, fast, figures[slow], figures[fast]))
     print("(-g_a / -g_s: total minus transform time; overhead: measured with cached transforms)")
