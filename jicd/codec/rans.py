@@ -3,7 +3,8 @@
 The float and the integer wavefront coders (:mod:`jicd.codec.wavefront`,
 :mod:`jicd.codec.integer.coder`) hand CompressAI's 64-bit rANS (``compressai.ans``) symbols and
 CDF indices as Python lists, record a CRC32 of the indices in coding order, and refuse a decode
-whose recomputed indices have another checksum.
+whose recomputed indices have another checksum. :func:`coded_bits` says what that coder spends
+on each symbol (the integer path's fine-tune measures its rate with it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # compressai ships no type information: this names the expected class
@@ -81,3 +83,39 @@ def check_streams(strings: list, checks: list[int] | None) -> None:
         raise UserError(f"{len(strings[0])} y strings but {len(strings[1])} z strings")
     if checks is not None and len(checks) != len(strings[0]):
         raise UserError(f"{len(checks)} checks for {len(strings[0])} images")
+
+
+BYPASS_BITS = 4  # CompressAI's rANS escape code: raw values in 4-bit chunks
+BYPASS_LIMIT = (1 << BYPASS_BITS) - 1
+
+
+def coded_bits(
+    cdf: Tensor, lengths: Tensor, offsets: Tensor, symbols: Tensor, indexes: Tensor
+) -> Tensor:
+    """Bits CompressAI's rANS coder spends on each symbol with these CDF tables.
+
+    A symbol inside its table costs ``-log2`` of its 16-bit probability; outside, the table's
+    escape symbol plus the bypass code (the count of 4-bit chunks, in chunks of at most 15,
+    then the chunks of ``-2v-1`` or ``2(v-max)``), as ``compressai/cpp_exts/rans``.
+
+    Args:
+        cdf, lengths, offsets: ``(R, L)``, ``(R,)``, ``(R,)`` tables as CompressAI's
+            ``quantized_cdf``, ``cdf_length``, ``offset`` (e.g. the integer model's ``y_``).
+        symbols, indexes: int64 tensors of one shape (symbols, CDF indices).
+
+    Returns:
+        float64 bits, the shape of ``symbols``.
+    """
+    cdf = cdf.to(torch.int64)
+    top = lengths.to(torch.int64)[indexes] - 2  # the escape symbol's value
+    value = symbols - offsets.to(torch.int64)[indexes]
+    escaped = (value < 0) | (value >= top)
+    coded = torch.where(escaped, top, value)  # an escaped symbol codes the escape value
+    frequency = cdf[indexes, coded + 1] - cdf[indexes, coded]
+    bits = 16 - torch.log2(frequency.to(torch.float64))
+    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - top)).clamp(min=0)
+    chunks = torch.zeros_like(raw)
+    for shift in range(0, 64, BYPASS_BITS):
+        chunks += (raw >> shift) != 0
+    escape = BYPASS_BITS * (chunks // BYPASS_LIMIT + 1 + chunks)
+    return bits + torch.where(escaped, escape, 0).to(torch.float64)

@@ -12,8 +12,8 @@ from test_integer_network import lively_anchor
 from jicd.codec import get_coder
 from jicd.codec.integer.calibration import generated_images, noisy_versions
 from jicd.codec.integer.convert import calibrate, quantize
-from jicd.codec.integer.finetune import TRAINED, coded_bits, finetune, integer_rate
-from jicd.codec.rans import CdfTables
+from jicd.codec.integer.finetune import TRAINED, finetune, integer_rate
+from jicd.codec.rans import CdfTables, coded_bits
 
 FROZEN = ("g_a", "h_a", "g_s", "entropy_bottleneck", "gaussian_conditional")
 

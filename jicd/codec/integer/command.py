@@ -83,7 +83,8 @@ def run(args) -> int:
         net = _finetuned(model, net, images, calibration, args)
     write_integerized(payload, net, args.source, args.output)
     written, _ = load_for_inference(args.output)  # as a later load will see it
-    float_bytes, integer_bytes = _rates(written, images)
+    float_bytes = _stream_bytes(written, images, "float")
+    integer_bytes = _stream_bytes(written, images, "integer")
     change = 100.0 * (integer_bytes / float_bytes - 1.0)
     print(
         f"{args.source} -> {args.output}: {cfg.arch_name()} q{cfg.quality} with the integer "
@@ -99,7 +100,7 @@ def _finetuned(model, net, images, calibration, args):
     from jicd.codec.integer.finetune import finetune
 
     model.integer_entropy = net
-    before = _rates(model, images)[1]
+    before = _stream_bytes(model, images, "integer")
     del model.integer_entropy
     tuned, report = finetune(
         model, images, calibration, args.finetune_steps, args.finetune_lr, args.finetune_crop
@@ -120,15 +121,13 @@ def _finetuned(model, net, images, calibration, args):
     return tuned
 
 
-def _rates(model, images) -> tuple[int, int]:
-    """Total stream bytes of ``images`` with the float and with the integer path."""
+def _stream_bytes(model, images, entropy: str) -> int:
+    """Total stream bytes (y and z) of ``images`` coded with the ``entropy`` path."""
     from jicd.codec import get_coder
 
-    coder, totals = get_coder("wavefront"), []
-    for entropy in ("float", "integer"):
-        coded = [coder.compress(model, x, entropy=entropy)["strings"] for x in images]
-        totals.append(sum(len(s) for strings in coded for part in strings for s in part))
-    return totals[0], totals[1]
+    coder = get_coder("wavefront")
+    coded = [coder.compress(model, x, entropy=entropy)["strings"] for x in images]
+    return sum(len(s) for strings in coded for part in strings for s in part)
 
 
 main = guarded_main("jicd integerize", build_parser, run)

@@ -17,8 +17,8 @@ Each step, on a random crop of a calibration image:
    the float networks' gradients (straight-through): the Gaussian bits of the integer path's
    own symbols give the gradient;
 4. the loss's *value* is what the rANS coder spends on those symbols with those CDF tables
-   (:func:`coded_bits`: the 16-bit table probabilities, and CompressAI's escape code for
-   symbols outside a table), per pixel.
+   (:func:`jicd.codec.rans.coded_bits`: the 16-bit table probabilities, and CompressAI's
+   escape code for symbols outside a table), per pixel.
 
 So the loss is the integer path's rate (within the rANS coder's few bytes of flush per
 stream), and its gradient reaches the float weights through the float networks.
@@ -37,6 +37,7 @@ from jicd.codec.integer.convert import Calibration, quantize
 from jicd.codec.integer.fixed_point import INT16_MAX
 from jicd.codec.integer.network import IntegerEntropyModel
 from jicd.codec.placement import analysis_transforms
+from jicd.codec.rans import coded_bits
 
 if TYPE_CHECKING:  # compressai ships no type information: this names what is expected
     from compressai.models import CompressionModel
@@ -71,7 +72,8 @@ def integer_rate(model: CompressionModel, net: IntegerEntropyModel, x: Tensor) -
         symbol = front.raster(symbols).to(torch.float32)
         mean_int = front.raster(front.rows - symbols * one).to(torch.float32) / one
         table = gaussian.scale_table.to(y.device, torch.float32)
-        scale_int = table[front.raster(indexes.to(torch.int64))]
+        index = front.raster(indexes.to(torch.int64))
+        scale_int = table[index]
         z_hat = z_int.permute(2, 0, 1).unsqueeze(0).to(torch.float32) / (1 << net.z_bits)
         context_input = y_int.clamp(-INT16_MAX, INT16_MAX).to(torch.float32) / one
     params = model.h_s(z_hat)
@@ -87,45 +89,9 @@ def integer_rate(model: CompressionModel, net: IntegerEntropyModel, x: Tensor) -
         likelihood = gaussian.likelihood_lower_bound(likelihood)
     proxy = -torch.log2(likelihood).sum()
     tables = (net.y_cdf, net.y_cdf_length, net.y_offset)  # what the integer path codes with
-    spent = coded_bits(*tables, front.raster(symbols), front.raster(indexes.to(torch.int64)))
+    spent = coded_bits(*tables, front.raster(symbols), index)
     bits = proxy + (spent.sum().to(proxy.dtype) - proxy).detach()  # value: what is coded
     return bits / (x.shape[-2] * x.shape[-1])
-
-
-BYPASS_BITS = 4  # CompressAI's rANS escape code: raw values in 4-bit chunks
-BYPASS_LIMIT = (1 << BYPASS_BITS) - 1
-
-
-def coded_bits(
-    cdf: Tensor, lengths: Tensor, offsets: Tensor, symbols: Tensor, indexes: Tensor
-) -> Tensor:
-    """Bits CompressAI's rANS coder spends on each symbol with these CDF tables.
-
-    A symbol inside its table costs ``-log2`` of its 16-bit probability; outside, the table's
-    escape symbol plus the bypass code (the count of 4-bit chunks, in chunks of at most 15,
-    then the chunks of ``-2v-1`` or ``2(v-max)``), as ``compressai/cpp_exts/rans``.
-
-    Args:
-        cdf, lengths, offsets: ``(R, L)``, ``(R,)``, ``(R,)`` tables as CompressAI's
-            ``quantized_cdf``, ``cdf_length``, ``offset`` (e.g. the integer model's ``y_``).
-        symbols, indexes: int64 tensors of one shape (symbols, CDF indices).
-
-    Returns:
-        float64 bits, the shape of ``symbols``.
-    """
-    cdf = cdf.to(torch.int64)
-    top = lengths.to(torch.int64)[indexes] - 2  # the escape symbol's value
-    value = symbols - offsets.to(torch.int64)[indexes]
-    escaped = (value < 0) | (value >= top)
-    coded = torch.where(escaped, top, value)  # an escaped symbol codes the escape value
-    frequency = cdf[indexes, coded + 1] - cdf[indexes, coded]
-    bits = 16 - torch.log2(frequency.to(torch.float64))
-    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - top)).clamp(min=0)
-    chunks = torch.zeros_like(raw)
-    for shift in range(0, 64, BYPASS_BITS):
-        chunks += (raw >> shift) != 0
-    escape = BYPASS_BITS * (chunks // BYPASS_LIMIT + 1 + chunks)
-    return bits + torch.where(escaped, escape, 0).to(torch.float64)
 
 
 def finetune(
